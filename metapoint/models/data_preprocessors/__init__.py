@@ -1,0 +1,3 @@
+from .cape_data_preprocessor import CAPEDataPreprocessor
+
+__all__ = ['CAPEDataPreprocessor']

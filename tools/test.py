@@ -1,0 +1,73 @@
+"""Evaluate a CAPE model: ``python tools/test.py CONFIG [CHECKPOINT] [--work-dir DIR]``.
+
+Prints the PCK table and writes it (with per-category PCK@0.2 and the predictions in image
+pixels) as JSON to the work dir.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.dist import get_rank  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
+
+from metapoint.evaluation import format_pck_table  # noqa: E402
+from metapoint.utils import register_all_modules, setup_cpu_distributed  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Evaluate a CAPE model on MP-100 episodes')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', nargs='?', default=None,
+                        help='checkpoint file (not needed for non-learned models)')
+    parser.add_argument('--work-dir', help='where logs and result JSON files go')
+    parser.add_argument('--out', help='also write the metrics JSON to this path')
+    parser.add_argument('--amp', action='store_true', help='mixed precision inference')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, key=value')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    register_all_modules()
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg.load_from = args.checkpoint
+    cfg.test_evaluator = dict(cfg.test_evaluator)
+    cfg.test_evaluator.setdefault('out_dir', cfg.work_dir)
+    if args.amp:
+        cfg.test_cfg = dict(cfg.get('test_cfg') or dict(type='TestLoop'), fp16=True)
+    cfg.launcher = args.launcher
+    setup_cpu_distributed(cfg, args.launcher)
+    runner = Runner.from_cfg(cfg)
+    metrics = runner.test()
+    if get_rank() == 0:
+        per_category = None
+        for metric in runner.test_evaluator.metrics:
+            per_category = getattr(metric, 'last_per_category', None) or per_category
+        print(format_pck_table(metrics, per_category))
+        if args.out:
+            os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
+            with open(args.out, 'w', encoding='utf-8') as f:
+                json.dump(dict(metrics=metrics, per_category=per_category), f, indent=2)
+    return metrics
+
+
+if __name__ == '__main__':
+    main()
