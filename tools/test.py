@@ -48,7 +48,8 @@ def main(argv=None):
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
-    cfg.load_from = args.checkpoint
+    # non-learned models (SupportCopy) take no checkpoint; dist_test.sh passes 'none' then
+    cfg.load_from = None if args.checkpoint in (None, '', 'none') else args.checkpoint
     cfg.test_evaluator = dict(cfg.test_evaluator)
     cfg.test_evaluator.setdefault('out_dir', cfg.work_dir)
     if args.amp:

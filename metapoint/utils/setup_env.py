@@ -36,16 +36,31 @@ def allow_mmengine_checkpoint_globals() -> None:
     """Let ``torch.load(weights_only=True)`` read mmengine checkpoints (torch >= 2.6).
 
     mmengine 0.10.7 saves its message hub (``HistoryBuffer`` objects holding numpy arrays) and numpy
-    scalars in ``meta``; torch's safe unpickler refuses those classes. We allow-list exactly these
-    data-only classes instead of turning ``weights_only`` off.
+    scalars in the checkpoint; torch's safe unpickler refuses those classes. We allow-list exactly
+    these data-only classes instead of turning ``weights_only`` off.
+
+    ``HistoryBuffer.__getstate__`` also pickles its statistic *functions* (``min``, ``mean``, ...)
+    through ``builtins.getattr``, which we do not allow-list (it would let a file reach attributes of
+    allowed classes). Those functions are class-level defaults re-created on load anyway, so
+    checkpoints written here store the buffer's data only.
     """
     if not hasattr(torch.serialization, 'add_safe_globals'):
         return
     from mmengine.logging import HistoryBuffer
-    safe = [HistoryBuffer, np.ndarray, np.dtype, np.core.multiarray._reconstruct,
-            np.core.multiarray.scalar]
-    safe += [type(np.dtype(t)) for t in ('float64', 'float32', 'int64', 'int32', 'bool')]
+    multiarray = getattr(np, '_core', None) or np.core
+    safe = [HistoryBuffer, np.ndarray, np.dtype, multiarray.multiarray._reconstruct,
+            multiarray.multiarray.scalar]
+    safe += [type(np.dtype(t)) for t in ('float64', 'float32', 'float16', 'int64', 'int32',
+                                         'int16', 'int8', 'uint8', 'bool')]
     torch.serialization.add_safe_globals(safe)
+    if not getattr(HistoryBuffer, '_metapoint_data_only_state', False):
+        HistoryBuffer.__getstate__ = _history_buffer_data_state
+        HistoryBuffer._metapoint_data_only_state = True
+
+
+def _history_buffer_data_state(self) -> dict:
+    """Pickled state of an mmengine ``HistoryBuffer`` without its statistic functions."""
+    return {k: v for k, v in self.__dict__.items() if k != 'statistics_methods'}
 
 
 def setup_cpu_distributed(cfg: Config, launcher: str) -> None:
@@ -57,7 +72,7 @@ def setup_cpu_distributed(cfg: Config, launcher: str) -> None:
     """
     if launcher == 'none':
         return
-    cfg.setdefault('model_wrapper_cfg', dict(type='CAPEDistributedDataParallel'))
+    cfg.setdefault('model_wrapper_cfg', dict(type='metapoint.CAPEDistributedDataParallel'))
     if torch.cuda.is_available():
         return
     env_cfg = cfg.setdefault('env_cfg', {})
