@@ -1,0 +1,3 @@
+from .cape_metric import CAPEMetric, format_pck_table
+
+__all__ = ['CAPEMetric', 'format_pck_table']
