@@ -178,7 +178,8 @@ def parse_categories(data: dict, path: str, ids: Optional[Sequence[int]], max_kp
     wanted = set(ids)
     for ann in data['annotations']:
         cid = ann.get('category_id')
-        if cid in wanted and cid not in ann_len and isinstance(ann.get('keypoints'), list):
+        if cid in wanted and cid not in ann_len and isinstance(ann.get('keypoints'), list) \
+                and ann['keypoints']:  # an empty list is a 'no keypoints' skip, not K = 0
             ann_len[cid] = len(ann['keypoints'])
 
     cats = OrderedDict()

@@ -17,7 +17,7 @@ from xtcocotools.coco import COCO
 from metapoint.registry import DATASETS, TRANSFORMS
 from .annotation_parsing import (AnnotationError, ParseReport, load_json, parse_categories,
                                  parse_instances)
-from .episodes import Episode, draw_train_episodes, make_eval_episodes
+from .episodes import Episode, EpisodeError, draw_train_episodes, make_eval_episodes
 from .mp100_splits import MP100_SPLITS
 
 
@@ -161,13 +161,16 @@ class MP100Dataset(Dataset):
                                   f'categories {list(self.categories)[:10]}')
         print_log(f'{self.ann_file}: {len(self.cat_to_indices)} categories, '
                   f'{len(self.instances)} instances; {self.report.summary()}', logger='current')
-        if test_mode:
-            self.episodes = make_eval_episodes(self.cat_to_indices, self.num_shots,
-                                               self.num_queries, self.num_episodes,
-                                               self.episode_seed, insufficient_instances)
-        else:
-            self.episodes = draw_train_episodes(self.cat_to_indices, self.num_shots,
-                                                self.episode_seed, epoch=0)
+        try:
+            if test_mode:
+                self.episodes = make_eval_episodes(self.cat_to_indices, self.num_shots,
+                                                   self.num_queries, self.num_episodes,
+                                                   self.episode_seed, insufficient_instances)
+            else:
+                self.episodes = draw_train_episodes(self.cat_to_indices, self.num_shots,
+                                                    self.episode_seed, epoch=0)
+        except EpisodeError as e:  # name the file too, like every other bad-input error
+            raise EpisodeError(f'{self.ann_file}: {e}') from e
 
     # ------------------------------------------------------------------ loading helpers
     def _check_image_files(self) -> None:

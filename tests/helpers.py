@@ -1,0 +1,142 @@
+"""Shared test helpers: repository / shared-data paths and a tiny MP-100-style COCO writer.
+
+Importable from any test (``from tests.helpers import REPO, SHARED``); ``tests/conftest.py`` puts
+the repository root on ``sys.path`` so this works under every pytest import mode.
+
+Shared data lives beside the clone (``<clone>/../shared``, as in CI); tests that need it call
+:func:`require` to skip with a clear reason when it is absent.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import cv2
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / 'shared'
+MP100_ANN_DIR = SHARED / 'data' / 'mp100_annotations'
+MP100_MINI = SHARED / 'data' / 'mp100_mini'
+
+
+def require(path: Path) -> Path:
+    """Skip the calling test when shared data ``path`` is absent (CI clones keep it beside)."""
+    if not Path(path).exists():
+        pytest.skip(f'shared test data not found at {path} (expected <clone>/../shared)')
+    return Path(path)
+
+
+def mp100_ann_file(split: int, subset: str) -> Path:
+    """Path of a real MP-100 per-split annotation file (skips when shared data is absent)."""
+    return require(MP100_ANN_DIR / f'mp100_split{split}_{subset}.json')
+
+
+# ---------------------------------------------------------------------------- tiny COCO files
+#: the tiny set: category id -> (keypoint names, 0-indexed skeleton, annotation ids)
+TINY_CATEGORIES = {
+    1: (['a', 'b', 'c', 'd'], [[0, 1], [1, 2], [2, 3]], [101, 102, 103, 104]),
+    2: (['p', 'q', 'r', 's', 't'], [[0, 1], [1, 2], [2, 3], [3, 4], [4, 0]], [201, 202, 203]),
+}
+TINY_IMG_W, TINY_IMG_H = 64, 48
+#: every tiny box is [x, y, w, h] = TINY_BOX (inside the 64x48 image); keypoints lie inside it
+TINY_BOX = [8.0, 6.0, 40.0, 30.0]
+
+
+@dataclass
+class TinyCoco:
+    """A tiny MP-100-style set written under ``root``: one image per annotation.
+
+    Attributes:
+        root: the folder (``data_root``); ``ann_file`` = root/annotations/tiny.json;
+            images under root/images/<file_name>.
+        data: the COCO dict that was written (mutate a deep copy and call :meth:`write`).
+        img_of_ann: annotation id -> absolute image path.
+    """
+    root: Path
+    ann_file: Path
+    img_dir: Path
+    data: dict
+    img_of_ann: Dict[int, Path] = field(default_factory=dict)
+
+    def write(self, data: Optional[dict] = None, name: str = 'tiny.json') -> Path:
+        """Write ``data`` (default ``self.data``) as a json beside ``ann_file``; return the path."""
+        path = self.ann_file.parent / name
+        path.write_text(json.dumps(self.data if data is None else data), encoding='utf-8')
+        return path
+
+    def ann(self, ann_id: int, data: Optional[dict] = None) -> dict:
+        """The annotation dict with id ``ann_id`` (in ``data``, default ``self.data``)."""
+        return next(a for a in (data or self.data)['annotations'] if a['id'] == ann_id)
+
+    def category(self, cat_id: int, data: Optional[dict] = None) -> dict:
+        return next(c for c in (data or self.data)['categories'] if c['id'] == cat_id)
+
+    def dataset_kwargs(self, **overrides) -> dict:
+        """MP100Dataset keyword arguments for this set (test mode, 1 shot, small episodes)."""
+        kw = dict(ann_file=str(self.ann_file), data_root='',
+                  data_prefix=dict(img=str(self.img_dir)), pipeline=TINY_PIPELINE,
+                  max_kpt_num=8, num_shots=1, num_queries=2, num_episodes=2, test_mode=True)
+        kw.update(overrides)
+        return kw
+
+
+#: a small test pipeline for the tiny set (32x32 crops, 8x8 heatmap grid)
+TINY_PIPELINE = [
+    dict(type='LoadImage'),
+    dict(type='GetBBoxCenterScale', padding=1.25),
+    dict(type='TopdownAffine', input_size=(32, 32)),
+    dict(type='GenerateCAPETarget', heatmap_size=(8, 8), sigma=1),
+    dict(type='PackCAPEInstance'),
+]
+
+
+def write_tiny_coco(root: Path, mutate: Optional[Callable[[dict], None]] = None,
+                    seed: int = 0) -> TinyCoco:
+    """Write the tiny set (2 categories, 4 + 3 instances, 64x48 PNGs) under ``root``.
+
+    ``mutate(data)`` may edit the COCO dict in place before it is written (images are written
+    for every image entry of the *unmutated* set, so a test can delete or corrupt one itself).
+    Deterministic in ``seed``.
+    """
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    img_dir = root / 'images'
+    ann_dir = root / 'annotations'
+    ann_dir.mkdir(parents=True, exist_ok=True)
+    images: List[dict] = []
+    annotations: List[dict] = []
+    categories: List[dict] = []
+    img_of_ann: Dict[int, Path] = {}
+    x, y, w, h = TINY_BOX
+    for cid, (names, skeleton, ann_ids) in TINY_CATEGORIES.items():
+        categories.append(dict(id=cid, name=f'tiny_{cid}', supercategory='tiny',
+                               keypoints=list(names), skeleton=copy.deepcopy(skeleton)))
+        for ann_id in ann_ids:
+            img_id = len(images) + 1
+            file_name = f'cat{cid}/img_{ann_id}.png'
+            path = img_dir / file_name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(path), rng.integers(0, 256, (TINY_IMG_H, TINY_IMG_W, 3),
+                                                dtype=np.uint8))
+            images.append(dict(id=img_id, file_name=file_name, width=TINY_IMG_W,
+                               height=TINY_IMG_H))
+            kx = rng.uniform(x + 2, x + w - 2, len(names)).round(2)
+            ky = rng.uniform(y + 2, y + h - 2, len(names)).round(2)
+            kpts = [float(v) for p in zip(kx, ky, [2.0] * len(names)) for v in p]
+            annotations.append(dict(id=ann_id, image_id=img_id, category_id=cid,
+                                    bbox=list(TINY_BOX), area=w * h, iscrowd=0,
+                                    keypoints=kpts, num_keypoints=len(names)))
+            img_of_ann[ann_id] = path
+    data = dict(info=dict(description='tiny MP-100-style test set'), images=images,
+                annotations=annotations, categories=categories)
+    if mutate is not None:
+        mutate(data)
+    ann_file = ann_dir / 'tiny.json'
+    ann_file.write_text(json.dumps(data), encoding='utf-8')
+    return TinyCoco(root=root, ann_file=ann_file, img_dir=img_dir, data=data,
+                    img_of_ann=img_of_ann)
