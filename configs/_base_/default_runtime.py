@@ -22,3 +22,6 @@ log_level = 'INFO'
 load_from = None
 resume = False
 randomness = dict(seed=0)
+
+# a progress bar over evaluation episodes (rank 0)
+custom_hooks = [dict(type='EvalProgressBarHook')]

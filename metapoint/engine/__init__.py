@@ -1,4 +1,5 @@
-"""Runner-side pieces: model wrapper for CPU / parameter-free DDP."""
+"""Runner-side pieces: model wrapper for CPU / parameter-free DDP, evaluation progress bar."""
 from .model_wrapper import CAPEDistributedDataParallel
+from .progress_bar_hook import EvalProgressBarHook
 
-__all__ = ['CAPEDistributedDataParallel']
+__all__ = ['CAPEDistributedDataParallel', 'EvalProgressBarHook']
