@@ -6,7 +6,6 @@ from fractions import Fraction as F
 import numpy as np
 import pytest
 import torch
-from mmengine.logging import MMLogger
 
 from metapoint.evaluation import (CAPEMetric, auc_per_pair, epe_per_pair, format_pck_table,
                                   nme_per_pair, normalised_distances, pair_masks, pck_per_pair,
@@ -101,23 +100,7 @@ def _run(episodes, **kwargs):
     return metric, metric.compute_metrics(metric.results)
 
 
-@pytest.fixture
-def log_records():
-    logger = MMLogger.get_current_instance()
-    records = []
-
-    class _Handler(logging.Handler):
-
-        def emit(self, record):
-            records.append(record)
-
-    handler = _Handler(level=logging.DEBUG)
-    logger.addHandler(handler)
-    yield records
-    logger.removeHandler(handler)
-
-
-def test_hand_computed_zero(log_records):
+def test_hand_computed_zero(mm_logs):
     metric, res = _run(hand_episodes())
     assert len(metric.results) == 3  # one result per episode
     assert sorted(res) == sorted([f'PCK@{t:g}' for t in THRS] + [
@@ -137,12 +120,12 @@ def test_hand_computed_zero(log_records):
     assert set(pc) == {1, 2}
     assert pc[1]['PCK@0.2'] == _approx(F(7, 12)) and pc[1]['num_pairs'] == 2
     assert pc[2]['PCK@0.2'] == _approx(F(1, 3)) and pc[2]['num_pairs'] == 2
-    warnings = [r.getMessage() for r in log_records if r.levelno == logging.WARNING]
+    warnings = [r.getMessage() for r in mm_logs if r.levelno == logging.WARNING]
     assert any('1 of 4 pairs have an empty evaluation mask' in m and '202' in m
                for m in warnings), warnings
 
 
-def test_hand_computed_skip(log_records):
+def test_hand_computed_skip(mm_logs):
     metric, res = _run(hand_episodes(), empty_mask='skip')
     for t in THRS:
         assert res[f'PCK@{t:g}'] == _approx(sum(PCK_PAIRS[t][:3]) / 3), t
@@ -157,14 +140,14 @@ def test_hand_computed_skip(log_records):
     pc = metric.last_per_category
     assert pc[1]['PCK@0.2'] == _approx(F(7, 12)) and pc[1]['num_pairs'] == 2
     assert pc[2]['PCK@0.2'] == _approx(F(2, 3)) and pc[2]['num_pairs'] == 1
-    warnings = [r.getMessage() for r in log_records if r.levelno == logging.WARNING]
+    warnings = [r.getMessage() for r in mm_logs if r.levelno == logging.WARNING]
     assert any("empty_mask='skip'" in m and '202' in m for m in warnings), warnings
 
 
-def test_no_empty_pairs_no_warning(log_records):
+def test_no_empty_pairs_no_warning(mm_logs):
     _, res = _run(hand_episodes()[:2])
     assert res['num_empty_pairs'] == 0 and res['num_pairs'] == 3
-    assert not [r for r in log_records if 'empty evaluation mask' in r.getMessage()]
+    assert not [r for r in mm_logs if 'empty evaluation mask' in r.getMessage()]
 
 
 def test_custom_thresholds_keep_mpck():

@@ -36,30 +36,19 @@ train_dataloader = dict(
         data_prefix=dict(img=img_prefix), split=split, subset='train',
         max_kpt_num=max_kpt_num, num_shots=num_shots, pipeline=train_pipeline,
         episode_pipeline=episode_pipeline, test_mode=False))
-val_dataloader = dict(
-    batch_size=1,
+_eval_loader = dict(
+    batch_size=1,  # one item = one episode: S supports + Q queries
     num_workers=2,
     persistent_workers=True,
     drop_last=False,
     sampler=dict(type='DefaultSampler', shuffle=False, round_up=True),
-    collate_fn=dict(type='metapoint.episode_collate'),
-    dataset=dict(
-        type=dataset_type, data_root=data_root, ann_file=ann_file,
-        data_prefix=dict(img=img_prefix), split=split, subset='val',
-        max_kpt_num=max_kpt_num, num_shots=num_shots, num_queries=15, num_episodes=100,
-        pipeline=test_pipeline, episode_pipeline=episode_pipeline, test_mode=True))
-test_dataloader = dict(
-    batch_size=1,
-    num_workers=2,
-    persistent_workers=True,
-    drop_last=False,
-    sampler=dict(type='DefaultSampler', shuffle=False, round_up=True),
-    collate_fn=dict(type='metapoint.episode_collate'),
-    dataset=dict(
-        type=dataset_type, data_root=data_root, ann_file=ann_file,
-        data_prefix=dict(img=img_prefix), split=split, subset='test',
-        max_kpt_num=max_kpt_num, num_shots=num_shots, num_queries=15, num_episodes=200,
-        pipeline=test_pipeline, episode_pipeline=episode_pipeline, test_mode=True))
+    collate_fn=dict(type='metapoint.episode_collate'))
+_eval_dataset = dict(
+    type=dataset_type, data_root=data_root, ann_file=ann_file, data_prefix=dict(img=img_prefix),
+    split=split, max_kpt_num=max_kpt_num, num_shots=num_shots, num_queries=15,
+    pipeline=test_pipeline, episode_pipeline=episode_pipeline, test_mode=True)
+val_dataloader = dict(_eval_loader, dataset=dict(_eval_dataset, subset='val', num_episodes=100))
+test_dataloader = dict(_eval_loader, dataset=dict(_eval_dataset, subset='test', num_episodes=200))
 
 val_evaluator = dict(type='CAPEMetric')
 test_evaluator = val_evaluator
