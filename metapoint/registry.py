@@ -19,6 +19,7 @@ from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import OPTIM_WRAPPERS as MMENGINE_OPTIM_WRAPPERS
 from mmengine.registry import OPTIMIZERS as MMENGINE_OPTIMIZERS
 from mmengine.registry import PARAM_SCHEDULERS as MMENGINE_PARAM_SCHEDULERS
+from mmengine.registry import TASK_UTILS as MMENGINE_TASK_UTILS
 from mmengine.registry import VISBACKENDS as MMENGINE_VISBACKENDS
 from mmengine.registry import VISUALIZERS as MMENGINE_VISUALIZERS
 from mmengine.registry import Registry
@@ -32,6 +33,7 @@ TRANSFORMS = Registry(
 FUNCTIONS = Registry('function', parent=MMENGINE_FUNCTIONS, locations=['metapoint.datasets'])
 
 MODELS = Registry('model', parent=MMENGINE_MODELS, locations=['metapoint.models'])
+TASK_UTILS = Registry('task util', parent=MMENGINE_TASK_UTILS, locations=['metapoint.models'])
 MODEL_WRAPPERS = Registry(
     'model_wrapper', parent=MMENGINE_MODEL_WRAPPERS, locations=['metapoint.engine'])
 
