@@ -1,3 +1,5 @@
-"""Models: data preprocessor and CAPE estimators."""
+"""Models: backbones, necks, layers, heads, losses, task modules, estimators, converters."""
+from .backbones import *  # noqa: F401,F403
 from .data_preprocessors import *  # noqa: F401,F403
 from .estimators import *  # noqa: F401,F403
+from .necks import *  # noqa: F401,F403

@@ -1,4 +1,5 @@
 from .base import BaseCAPEEstimator
+from .metapoint import MetaPoint
 from .support_copy import SupportCopy
 
-__all__ = ['BaseCAPEEstimator', 'SupportCopy']
+__all__ = ['BaseCAPEEstimator', 'MetaPoint', 'SupportCopy']

@@ -1,0 +1,3 @@
+from .support_keypoint_features import HeatmapKeypointPooling
+
+__all__ = ['HeatmapKeypointPooling']

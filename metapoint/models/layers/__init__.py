@@ -1,0 +1,14 @@
+"""Shared model layers: deformable attention, positional encodings, point ops, MLP heads."""
+from .mlp import TokenDecodeMLP
+from .ms_deform_attn import (MSDA_CUDA_AVAILABLE, MultiScaleDeformableAttention,
+                             cuda_kernel_applicable, flatten_multilevel, level_start_index,
+                             multi_scale_deformable_attn, multi_scale_deformable_attn_pytorch)
+from .point_ops import inverse_sigmoid, sample_point_features
+from .positional_encoding import SinePositionalEncoding
+
+__all__ = [
+    'MSDA_CUDA_AVAILABLE', 'MultiScaleDeformableAttention', 'cuda_kernel_applicable',
+    'flatten_multilevel', 'level_start_index', 'multi_scale_deformable_attn',
+    'multi_scale_deformable_attn_pytorch', 'inverse_sigmoid', 'sample_point_features',
+    'SinePositionalEncoding', 'TokenDecodeMLP'
+]

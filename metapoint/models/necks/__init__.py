@@ -1,0 +1,3 @@
+from .input_projection import InputProjection
+
+__all__ = ['InputProjection']

@@ -1,0 +1,165 @@
+"""A converted official MetaPoint checkpoint reproduces the official outputs (fixtures).
+
+The official-layout state dict is rebuilt from ``metapoint_s1.manifest.json`` with the fixture
+README's weight rule, converted with our converter, loaded into our model built from the split-1
+config and fed the fixture inputs. Dropout is disabled (the fixtures neutralised it, quirk M1).
+"""
+import json
+import math
+
+import pytest
+import torch
+from mmengine.config import Config
+
+from metapoint.models.converters import (ConversionError, check_against_model,
+                                         convert_metapoint_official)
+from metapoint.registry import MODELS
+from metapoint.utils import register_all_modules
+from tests.helpers import REPO, SHARED
+
+FIX = SHARED / 'fixtures' / 'official'
+pytestmark = pytest.mark.skipif(not (FIX / 'metapoint_s1.outputs.pt').is_file(),
+                                reason=f'{FIX} not present')
+CONFIG = REPO / 'configs' / 'metapoint' / 'metapoint_r50_4xb16_mp100-split1_1shot.py'
+
+
+def rule_state_dict(manifest_path, seed=20241122):
+    """The fixture README's deterministic weight rule, expression for expression."""
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    with open(manifest_path, encoding='utf-8') as f:
+        manifest = json.load(f)
+    for key, shape, _ in manifest:
+        leaf = key.split('.')[-1]
+        if leaf == 'num_batches_tracked':
+            t = torch.zeros(shape, dtype=torch.int64)
+        elif leaf == 'running_mean':
+            t = torch.zeros(shape, dtype=torch.float32)
+        elif leaf == 'running_var':
+            t = torch.ones(shape, dtype=torch.float32)
+        elif len(shape) == 1 and leaf == 'weight':
+            t = 1.0 + 0.1 * torch.randn(shape, generator=g, dtype=torch.float32)
+        elif len(shape) == 1:
+            t = 0.02 * torch.randn(shape, generator=g, dtype=torch.float32)
+        else:
+            t = torch.randn(shape, generator=g, dtype=torch.float32) * (
+                1.0 / math.sqrt(math.prod(shape[1:])))
+        sd[key] = t
+    return sd
+
+
+def _disable_dropout(model):
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+        if isinstance(m, torch.nn.MultiheadAttention):
+            m.dropout = 0.0
+
+
+@pytest.fixture(scope='module')
+def official():
+    inputs = torch.load(FIX / 'metapoint_s1.inputs.pt', weights_only=True)
+    outputs = torch.load(FIX / 'metapoint_s1.outputs.pt', weights_only=True)
+    return inputs, outputs
+
+
+@pytest.fixture(scope='module')
+def model():
+    register_all_modules()
+    cfg = Config.fromfile(str(CONFIG))
+    net = MODELS.build(cfg.model)
+    state = convert_metapoint_official(rule_state_dict(FIX / 'metapoint_s1.manifest.json'))
+    check_against_model(state, net.state_dict())
+    net.load_state_dict(state, strict=True)
+    _disable_dropout(net)
+    return net
+
+
+def _batch(inputs):
+    """Fixture tensors -> our (already normalised) inputs and data_samples."""
+    metas = inputs['img_metas']
+    s_kpts = torch.stack([torch.stack([torch.as_tensor(m['sample_joints_3d'][s])[:, :2]
+                                       for m in metas]) for s in range(len(inputs['img_s']))], 1)
+    q_kpts = torch.stack([torch.as_tensor(m['query_joints_3d'])[:, :2] for m in metas])
+    x = dict(support_imgs=torch.stack(inputs['img_s'], 1), query_imgs=inputs['img_q'][:, None])
+    samples = dict(
+        support_keypoints=(s_kpts / 256).float(),
+        support_keypoint_weights=torch.stack(inputs['target_weight_s'], 1)[..., 0],
+        support_heatmaps=torch.stack(inputs['target_s'], 1),
+        query_keypoints=(q_kpts / 256).float()[:, None],
+        query_keypoint_weights=inputs['target_weight_q'][:, None, :, 0],
+        query_heatmaps=inputs['target_q'][:, None])
+    return x, samples
+
+
+def _close(actual, expected, atol, name):
+    torch.testing.assert_close(actual, expected.to(actual.dtype), atol=atol, rtol=0, msg=name)
+
+
+def test_converter_rejects_unmapped_and_mismatched_keys(model):
+    state = rule_state_dict(FIX / 'metapoint_s1.manifest.json')
+    with pytest.raises(ConversionError, match='no mapping'):
+        convert_metapoint_official(dict(state, **{'strange.weight': torch.zeros(1)}))
+    converted = convert_metapoint_official(state)
+    converted['meta_embedding.weight'] = torch.zeros(3, 3)
+    with pytest.raises(ConversionError, match='shape mismatch'):
+        check_against_model(converted, model.state_dict())
+    converted.pop('meta_embedding.weight')
+    with pytest.raises(ConversionError, match='missing'):
+        check_against_model(converted, model.state_dict())
+
+
+def test_eval_outputs_match_official(model, official):
+    inputs, outputs = official
+    ref = outputs['eval']
+    model.eval()
+    x, samples = _batch(inputs)
+    with torch.no_grad():
+        out = model.forward_episode(x, samples)
+    cov = ref['matcher_args']['covisibles'][..., 0]
+    _close(out['support_meta_points'][:, 0], ref['meta_points_s'][0], 1e-5, 'meta_points_s')
+    _close(out['query_meta_points'], ref['meta_points_q'], 1e-5, 'meta_points_q')
+    _close(out['support_meta_visible'][:, 0], ref['meta_visible_s'][0][..., 0], 1e-5,
+           'meta_visible_s')
+    _close(out['query_meta_visible'], ref['meta_visible_q'][..., 0], 1e-5, 'meta_visible_q')
+    assert torch.equal(out['meta_to_kp'][cov], ref['meta_to_kp'][cov])
+    _close(out['ref_init_points'], ref['ref_init_points'], 1e-5, 'ref_init_points')
+    _close(out['support_tokens'], ref['sk_feats_enhanced'], 1e-4, 'sk_feats_enhanced')
+    _close(out['ref_tokens'], ref['ref_decoder_in_sk_feats'], 1e-4, 'ref_decoder_in_sk_feats')
+    # every refine layer on the co-visible keypoints (other rows are official garbage, M5)
+    for layer in range(3):
+        _close(out['ref_points'][:, layer][cov], ref['ref_points_q'][:, layer][cov], 1e-5,
+               f'ref_points layer {layer}')
+
+
+def test_train_losses_match_official(model, official):
+    inputs, outputs = official
+    model.train()
+    x, samples = _batch(inputs)
+    losses = model.loss(x, samples)
+    expected = outputs['train']['losses']
+    assert set(losses) == set(expected)
+    for key, value in expected.items():
+        _close(losses[key].detach(), value, 1e-4, key)
+    total = sum(losses.values())
+    total.backward()
+    assert model.meta_embedding.weight.grad is not None
+
+
+def test_converter_cli_needs_trust_for_pickled_meta(tmp_path):
+    import argparse
+    import subprocess
+    import sys
+    src = tmp_path / 'official.pth'
+    # mmcv 1.x checkpoints pickle objects in their meta; Namespace stands in for those
+    torch.save(dict(state_dict=rule_state_dict(FIX / 'metapoint_s1.manifest.json'),
+                    meta=dict(env=argparse.Namespace(mmcv='1.5.3'))), src)
+    tool = [sys.executable, str(REPO / 'tools/model_converters/metapoint_official_to_ours.py'),
+            str(src), str(tmp_path / 'ours.pth')]
+    refused = subprocess.run(tool, capture_output=True, text=True, cwd=REPO)
+    assert refused.returncode != 0 and '--trust-pickle' in refused.stderr
+    done = subprocess.run(tool + ['--trust-pickle'], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    ours = torch.load(tmp_path / 'ours.pth', weights_only=True)
+    assert len(ours['state_dict']) == 561
+    assert 'query_enhancer.layers.2.self_attn.in_proj_weight' in ours['state_dict']
