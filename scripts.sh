@@ -6,6 +6,11 @@
 #   synthetic    (re)generate the synthetic set: random categories [out dir] [extra args]
 #   synthetic-real  render the synthetic set from real MP-100 poses (needs an annotation folder)
 #   supportcopy  SupportCopy (floor) evaluation: supportcopy <split 1-5> <shots 1|5> [data root]
+#   metapoint-train <split> <shots> [gpus]       MetaPoint official recipe on data/mp100
+#   metapoint-test <split> <shots> <ckpt> [gpus] evaluate a MetaPoint checkpoint
+#   metapoint-train-all [gpus] / metapoint-test-all <work_dirs root> [gpus]  every split x shot
+#   metapoint-ablations [gpus]                   train every ablation config (split 1, 1-shot)
+#   metapoint-cpu      the CPU learning check on the synthetic real-pose set (~20 min, 2 cores)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 PY=${PYTHON:-python}
@@ -63,6 +68,51 @@ supportcopy() {
     "test_dataloader.dataset.num_shots=$shots" "test_dataloader.dataset.data_root=$root"
 }
 
+mp_config() { echo "configs/metapoint/metapoint_r50_4xb16_mp100-split${1}_${2}shot.py"; }
+
+metapoint_train() {
+  local split=${1:-1} shots=${2:-1} gpus=${3:-1} cfg
+  cfg=$(mp_config "$split" "$shots")
+  if [ "$gpus" -gt 1 ]; then bash tools/dist_train.sh "$cfg" "$gpus" "${@:4}"
+  else $PY tools/train.py "$cfg" "${@:4}"; fi
+}
+
+metapoint_test() {
+  local split=${1:-1} shots=${2:-1} ckpt=$3 gpus=${4:-1} cfg
+  cfg=$(mp_config "$split" "$shots")
+  if [ "$gpus" -gt 1 ]; then bash tools/dist_test.sh "$cfg" "$ckpt" "$gpus" "${@:5}"
+  else $PY tools/test.py "$cfg" "$ckpt" "${@:5}"; fi
+}
+
+metapoint_all() {
+  local what=$1 arg=${2:-} gpus=${3:-1}
+  for split in 1 2 3 4 5; do for shots in 1 5; do
+    if [ "$what" = train ]; then metapoint_train "$split" "$shots" "${arg:-1}"
+    else
+      local name ckpt
+      name=$(basename "$(mp_config "$split" "$shots")" .py)
+      ckpt=$(ls -t "$arg/$name"/best_mPCK_*.pth 2>/dev/null | head -n1)
+      [ -n "$ckpt" ] || { echo "no checkpoint under $arg/$name" >&2; return 1; }
+      metapoint_test "$split" "$shots" "$ckpt" "$gpus"
+    fi
+  done; done
+}
+
+metapoint_ablations() {
+  local gpus=${1:-1} cfg
+  for cfg in configs/metapoint/ablations/*.py; do
+    if [ "$gpus" -gt 1 ]; then bash tools/dist_train.sh "$cfg" "$gpus"
+    else $PY tools/train.py "$cfg"; fi
+  done
+}
+
+metapoint_cpu() {
+  [ -f "$SYNTH_REAL_DIR/annotations/unified_ann_file.json" ] || synthetic_real "$SYNTH_REAL_DIR"
+  local cfg=configs/metapoint/metapoint_r18_1xb16_synthetic-real-split1_1shot_cpu.py
+  $PY tools/train.py "$cfg" --work-dir work_dirs/metapoint_cpu "$@"
+  $PY tools/test.py "$cfg" work_dirs/metapoint_cpu/epoch_8.pth --work-dir work_dirs/metapoint_cpu/test
+}
+
 cmd=${1:-help}; shift || true
 case "$cmd" in
   install) install ;;
@@ -71,5 +121,11 @@ case "$cmd" in
   synthetic) synthetic "$@" ;;
   synthetic-real) synthetic_real "$@" ;;
   supportcopy) supportcopy "$@" ;;
-  *) sed -n '2,9p' "$0"; [ "$cmd" = help ] || exit 2 ;;
+  metapoint-train) metapoint_train "$@" ;;
+  metapoint-test) metapoint_test "$@" ;;
+  metapoint-train-all) metapoint_all train "${1:-1}" ;;
+  metapoint-test-all) metapoint_all test "$@" ;;
+  metapoint-ablations) metapoint_ablations "$@" ;;
+  metapoint-cpu) metapoint_cpu "$@" ;;
+  *) sed -n '2,13p' "$0"; [ "$cmd" = help ] || exit 2 ;;
 esac

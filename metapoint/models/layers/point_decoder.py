@@ -1,4 +1,5 @@
 """Progressive deformable point decoder (MetaPoint's meta decoder and refine decoder)."""
+import math
 from typing import List, Optional, Tuple
 
 import torch
@@ -21,14 +22,19 @@ def flatten_feature_maps(maps: List[torch.Tensor]) -> Tuple[torch.Tensor, torch.
 
 
 def grid_points(num_points: int, batch: int, device, dtype=torch.float32) -> torch.Tensor:
-    """[batch, n, 2] (x, y) on a sqrt(n) x sqrt(n) grid with linspace(0, 1), x varying fastest."""
-    side = int(round(num_points ** 0.5))
-    if side * side != num_points:
-        raise ValueError(f'the default grid of initial points needs a perfect-square number of '
-                         f'points, got {num_points}')
-    axis = torch.linspace(0.0, 1.0, side, dtype=dtype, device=device)
-    ys, xs = torch.meshgrid(axis, axis, indexing='ij')
-    return torch.stack([xs, ys], -1).reshape(1, -1, 2).expand(batch, -1, -1)
+    """[batch, n, 2] initial (x, y) points on a grid spanning [0, 1] x [0, 1], x varying fastest.
+
+    A perfect square n gives the official sqrt(n) x sqrt(n) ``linspace(0, 1)`` grid exactly. Other
+    n (e.g. 70 or 150 meta-points; the official code requires a square, Q-M12) use the first n
+    points of a ceil(sqrt(n))-column grid with ceil(n / cols) rows.
+    """
+    cols = int(math.ceil(math.sqrt(num_points)))
+    rows = int(math.ceil(num_points / cols))
+    ys, xs = torch.meshgrid(torch.linspace(0.0, 1.0, rows, dtype=dtype, device=device),
+                            torch.linspace(0.0, 1.0, cols, dtype=dtype, device=device),
+                            indexing='ij')
+    grid = torch.stack([xs, ys], -1).reshape(-1, 2)[:num_points]
+    return grid.unsqueeze(0).expand(batch, -1, -1)
 
 
 class PointDecoderLayer(nn.Module):

@@ -1,0 +1,4 @@
+# MetaPoint ablation (split 1, 1-shot): 1 pyramid level (C5 only)
+_base_ = ['../metapoint_r50_4xb16_mp100-split1_1shot.py']
+
+model = dict(arch_cfg=dict(res_layer_num=1))
