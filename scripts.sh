@@ -50,10 +50,18 @@ quickstart() {
   if [ ! -f "$SYNTH_DIR/annotations/unified_ann_file.json" ]; then
     synthetic "$SYNTH_DIR"
   fi
-  # main job until a learned model lands: the SupportCopy floor on unseen split-1 categories
+  # 1) the SupportCopy floor on the unseen split-1 test categories
   $PY tools/test.py configs/support_copy/supportcopy_synthetic-split1_1shot.py \
     --work-dir work_dirs/quickstart_supportcopy \
     --cfg-options "test_dataloader.dataset.data_root=$SYNTH_DIR"
+  # 2) a short MetaPoint training run on CPU, then its evaluation on the same categories
+  local cfg=configs/metapoint/metapoint_r18_1xb16_synthetic-random-split1_1shot_quickstart.py
+  local opts="train_dataloader.dataset.data_root=$SYNTH_DIR val_dataloader.dataset.data_root=$SYNTH_DIR test_dataloader.dataset.data_root=$SYNTH_DIR"
+  # shellcheck disable=SC2086
+  $PY tools/train.py "$cfg" --work-dir work_dirs/quickstart_metapoint --cfg-options $opts
+  # shellcheck disable=SC2086
+  $PY tools/test.py "$cfg" work_dirs/quickstart_metapoint/epoch_2.pth \
+    --work-dir work_dirs/quickstart_metapoint/test --cfg-options $opts
 }
 
 run_tests() {
