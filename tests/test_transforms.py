@@ -62,4 +62,4 @@ def test_zero_padding_validates_slot_count():
     with pytest.raises(ValueError, match='num=100'):
         KeypointPadding(num=100)(episode)
     with pytest.raises(ValueError, match='unknown keypoint padding'):
-        KeypointPadding(padding='mixup')
+        KeypointPadding(padding='bogus')

@@ -9,6 +9,7 @@ Batch layout (B episodes, S shots, Q queries per episode, K padded keypoint slot
     ``*_keypoints_visible`` [B, *, K]: annotation visibility (the metric's mask);
     ``*_keypoint_weights`` [B, *, K]: target weights w (what the models treat as visible);
     ``*_heatmaps`` [B, *, K, h, w]: when the pipeline generated heatmaps;
+    ``*_neighbour_idx`` long [B, *, K, N]: FMMP BFS table, when StructuralNeighbours ran;
     ``num_kpts`` long [B]: real keypoints K_c; ``category_id`` long [B];
     ``skeleton``: list of B long tensors [E_b, 2] (0-indexed links);
     ``support_metas`` / ``query_metas``: B lists of per-image meta dicts (see PackCAPEInstance).
@@ -19,7 +20,7 @@ import torch
 
 from metapoint.registry import FUNCTIONS
 
-_STACKED = ('keypoints', 'keypoints_visible', 'keypoint_weights', 'heatmaps')
+_STACKED = ('keypoints', 'keypoints_visible', 'keypoint_weights', 'heatmaps', 'neighbour_idx')
 
 
 def _stack(episodes: Sequence[dict], role: str, key: str) -> torch.Tensor:
