@@ -7,18 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .mlp import TokenDecodeMLP
-from .ms_deform_attn import MultiScaleDeformableAttention
+from .ms_deform_attn import MultiScaleDeformableAttention, flatten_multilevel
 from .point_ops import inverse_sigmoid, sample_point_features
-
-
-def flatten_feature_maps(maps: List[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor,
-                                                           torch.Tensor]:
-    """maps [N, C, H_l, W_l] -> (values [N, S, C], spatial_shapes [L, 2] (H, W), level_start)."""
-    shapes = torch.as_tensor([m.shape[-2:] for m in maps], dtype=torch.long,
-                             device=maps[0].device)
-    values = torch.cat([m.flatten(2).transpose(1, 2) for m in maps], 1)
-    start = torch.cat([shapes.new_zeros(1), shapes.prod(1).cumsum(0)[:-1]])
-    return values, shapes, start
 
 
 def grid_points(num_points: int, batch: int, device, dtype=torch.float32) -> torch.Tensor:
@@ -134,7 +124,7 @@ class ProgressivePointDecoder(nn.Module):
         points = grid_points(t, n, embeds.device, embeds.dtype) if init_points is None \
             else init_points.detach()
         valid = embeds.new_ones(n, t, 1) if valid is None else valid.to(embeds.dtype)[..., None]
-        values, shapes, start = flatten_feature_maps(maps)
+        values, shapes, start = flatten_multilevel(maps)
         all_points = []
         for layer in self.layers:
             embeds, new_points = layer(embeds, self.position(points), points, values, shapes,
