@@ -50,8 +50,12 @@ def _list_keys(keys: Iterable[str]) -> str:
     return shown
 
 
-def check_pretrained_arg(pretrained, owner: str) -> Optional[str]:
-    """Validate a ``pretrained`` argument: ``None`` or a local path (returned as ``str``)."""
+def check_pretrained_arg(pretrained, owner: str, init_cfg=None) -> Optional[str]:
+    """Validate a ``pretrained`` argument: ``None`` or a local path (returned as ``str``).
+
+    ``pretrained`` and ``init_cfg`` exclude each other (init_cfg would overwrite the loaded
+    weights in ``init_weights()``).
+    """
     if pretrained is None:
         return None
     if isinstance(pretrained, bool):
@@ -61,6 +65,9 @@ def check_pretrained_arg(pretrained, owner: str) -> Optional[str]:
     if not isinstance(pretrained, (str, os.PathLike)):
         raise TypeError(f'{owner}: pretrained must be None or a local file path, '
                         f'got {type(pretrained).__name__}')
+    if init_cfg is not None:
+        raise ValueError('give either `pretrained` or `init_cfg`, not both (init_cfg would '
+                         'overwrite the pretrained weights in init_weights())')
     return os.fspath(pretrained)
 
 
@@ -239,10 +246,7 @@ class TorchvisionResNet(BaseModule):
             raise ValueError(f'out_indices has duplicates: {out_indices}')
         if not -1 <= frozen_stages <= 4:
             raise ValueError(f'frozen_stages must be in -1..4, got {frozen_stages}')
-        pretrained = check_pretrained_arg(pretrained, f'TorchvisionResNet-{depth}')
-        if pretrained is not None and init_cfg is not None:
-            raise ValueError('give either `pretrained` or `init_cfg`, not both (init_cfg would '
-                             'overwrite the pretrained weights in init_weights())')
+        pretrained = check_pretrained_arg(pretrained, f'TorchvisionResNet-{depth}', init_cfg)
 
         self.depth = depth
         self.out_indices = out_indices

@@ -77,10 +77,8 @@ class TimmBackbone(BaseModule):
         if reserved:
             raise ValueError(f'TimmBackbone sets {reserved} itself; use its `out_indices` / '
                              '`pretrained` (local path) arguments instead')
-        pretrained = check_pretrained_arg(pretrained, f'TimmBackbone({model_name!r})')
-        if pretrained is not None and init_cfg is not None:
-            raise ValueError('give either `pretrained` or `init_cfg`, not both (init_cfg would '
-                             'overwrite the pretrained weights in init_weights())')
+        pretrained = check_pretrained_arg(pretrained, f'TimmBackbone({model_name!r})',
+                                          init_cfg)
         self.model_name = model_name
         self.norm_eval = norm_eval
         self.pretrained = pretrained
