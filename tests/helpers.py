@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
@@ -17,6 +18,7 @@ from typing import Callable, Dict, List, Optional
 import cv2
 import numpy as np
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / 'shared'
@@ -140,3 +142,38 @@ def write_tiny_coco(root: Path, mutate: Optional[Callable[[dict], None]] = None,
     ann_file.write_text(json.dumps(data), encoding='utf-8')
     return TinyCoco(root=root, ann_file=ann_file, img_dir=img_dir, data=data,
                     img_of_ann=img_of_ann)
+
+
+# ---------------------------------------------------------------------------- official fixtures
+def rule_state_dict(manifest_path, seed=20241122):
+    """The fixture README's deterministic weight rule, expression for expression."""
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    with open(manifest_path, encoding='utf-8') as f:
+        manifest = json.load(f)
+    for key, shape, _ in manifest:
+        leaf = key.split('.')[-1]
+        if leaf == 'num_batches_tracked':
+            t = torch.zeros(shape, dtype=torch.int64)
+        elif leaf == 'running_mean':
+            t = torch.zeros(shape, dtype=torch.float32)
+        elif leaf == 'running_var':
+            t = torch.ones(shape, dtype=torch.float32)
+        elif len(shape) == 1 and leaf == 'weight':
+            t = 1.0 + 0.1 * torch.randn(shape, generator=g, dtype=torch.float32)
+        elif len(shape) == 1:
+            t = 0.02 * torch.randn(shape, generator=g, dtype=torch.float32)
+        else:
+            t = torch.randn(shape, generator=g, dtype=torch.float32) * (
+                1.0 / math.sqrt(math.prod(shape[1:])))
+        sd[key] = t
+    return sd
+
+
+def disable_dropout(model):
+    """Set every nn.Dropout and MultiheadAttention dropout to 0 (as the official fixtures did)."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+        if isinstance(m, torch.nn.MultiheadAttention):
+            m.dropout = 0.0

@@ -4,9 +4,6 @@ The official-layout state dict is rebuilt from ``metapoint_s1.manifest.json`` wi
 README's weight rule, converted with our converter, loaded into our model built from the split-1
 config and fed the fixture inputs. Dropout is disabled (the fixtures neutralised it, quirk M1).
 """
-import json
-import math
-
 import pytest
 import torch
 from mmengine.config import Config
@@ -15,45 +12,12 @@ from metapoint.models.converters import (ConversionError, check_against_model,
                                          convert_metapoint_official)
 from metapoint.registry import MODELS
 from metapoint.utils import register_all_modules
-from tests.helpers import REPO, SHARED
+from tests.helpers import REPO, SHARED, disable_dropout, rule_state_dict
 
 FIX = SHARED / 'fixtures' / 'official'
 pytestmark = pytest.mark.skipif(not (FIX / 'metapoint_s1.outputs.pt').is_file(),
                                 reason=f'{FIX} not present')
 CONFIG = REPO / 'configs' / 'metapoint' / 'metapoint_r50_4xb16_mp100-split1_1shot.py'
-
-
-def rule_state_dict(manifest_path, seed=20241122):
-    """The fixture README's deterministic weight rule, expression for expression."""
-    g = torch.Generator().manual_seed(seed)
-    sd = {}
-    with open(manifest_path, encoding='utf-8') as f:
-        manifest = json.load(f)
-    for key, shape, _ in manifest:
-        leaf = key.split('.')[-1]
-        if leaf == 'num_batches_tracked':
-            t = torch.zeros(shape, dtype=torch.int64)
-        elif leaf == 'running_mean':
-            t = torch.zeros(shape, dtype=torch.float32)
-        elif leaf == 'running_var':
-            t = torch.ones(shape, dtype=torch.float32)
-        elif len(shape) == 1 and leaf == 'weight':
-            t = 1.0 + 0.1 * torch.randn(shape, generator=g, dtype=torch.float32)
-        elif len(shape) == 1:
-            t = 0.02 * torch.randn(shape, generator=g, dtype=torch.float32)
-        else:
-            t = torch.randn(shape, generator=g, dtype=torch.float32) * (
-                1.0 / math.sqrt(math.prod(shape[1:])))
-        sd[key] = t
-    return sd
-
-
-def _disable_dropout(model):
-    for m in model.modules():
-        if isinstance(m, torch.nn.Dropout):
-            m.p = 0.0
-        if isinstance(m, torch.nn.MultiheadAttention):
-            m.dropout = 0.0
 
 
 @pytest.fixture(scope='module')
@@ -71,7 +35,7 @@ def model():
     state = convert_metapoint_official(rule_state_dict(FIX / 'metapoint_s1.manifest.json'))
     check_against_model(state, net.state_dict())
     net.load_state_dict(state, strict=True)
-    _disable_dropout(net)
+    disable_dropout(net)
     return net
 
 

@@ -9,48 +9,17 @@ key must map, and the result must have exactly the keys and shapes of the model 
 ``--config``; anything else is an error. OUT holds ``{'state_dict': ..., 'meta': {...}}`` and loads
 with ``weights_only=True`` (``tools/test.py CONFIG OUT``).
 """
-import argparse
-import os
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, REPO)
 
-import torch  # noqa: E402
-from mmengine.config import Config  # noqa: E402
+from metapoint.models.converters import convert_metapoint_official  # noqa: E402
+from metapoint.models.converters.cli import run_converter  # noqa: E402
 
-from metapoint.models.converters import (check_against_model, convert_metapoint_official,  # noqa
-                                         load_official_checkpoint)
-from metapoint.registry import MODELS  # noqa: E402
-from metapoint.utils import register_all_modules  # noqa: E402
-
-DEFAULT_CONFIG = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))),
-                          'configs', 'metapoint', 'metapoint_r50_4xb16_mp100-split1_1shot.py')
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    parser.add_argument('src', help='official checkpoint')
-    parser.add_argument('dst', help='output path')
-    parser.add_argument('--config', default=DEFAULT_CONFIG,
-                        help='config whose model the checkpoint must fit exactly')
-    parser.add_argument('--trust-pickle', action='store_true',
-                        help='allow a full (unsafe) pickle load when weights_only fails')
-    args = parser.parse_args(argv)
-
-    state = load_official_checkpoint(args.src, trust_pickle=args.trust_pickle)
-    converted = convert_metapoint_official(state)
-    register_all_modules()
-    cfg = Config.fromfile(args.config)
-    cfg.model.backbone.pretrained = None
-    model = MODELS.build(cfg.model)
-    check_against_model(converted, model.state_dict(), name=args.src)
-    os.makedirs(osp.dirname(osp.abspath(args.dst)), exist_ok=True)
-    torch.save(dict(state_dict=converted,
-                    meta=dict(converted_from=osp.basename(args.src), config=args.config)),
-               args.dst)
-    print(f'converted {len(converted)} tensors: {args.src} -> {args.dst}')
-
+DEFAULT_CONFIG = osp.join(REPO, 'configs', 'metapoint',
+                          'metapoint_r50_4xb16_mp100-split1_1shot.py')
 
 if __name__ == '__main__':
-    main()
+    run_converter(convert_metapoint_official, DEFAULT_CONFIG, __doc__.splitlines()[1])

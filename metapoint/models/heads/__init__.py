@@ -1,3 +1,4 @@
+from .recurrent_fgsa_predictor import RecurrentFGSAPredictor
 from .support_keypoint_features import HeatmapKeypointPooling
 
-__all__ = ['HeatmapKeypointPooling']
+__all__ = ['HeatmapKeypointPooling', 'RecurrentFGSAPredictor']

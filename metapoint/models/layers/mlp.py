@@ -1,7 +1,8 @@
-"""Per-layer coordinate head of the point decoders."""
+"""Small MLPs: the point decoders' coordinate head and FMMP's position projection."""
+import torch.nn.functional as F
 from torch import nn
 
-__all__ = ['TokenDecodeMLP']
+__all__ = ['TokenDecodeMLP', 'GeluMLP']
 
 
 class TokenDecodeMLP(nn.Module):
@@ -29,3 +30,25 @@ class TokenDecodeMLP(nn.Module):
 
     def forward(self, x):
         return self.mlp(x)
+
+
+class GeluMLP(nn.Module):
+    """``num_layers`` Linear layers with GELU between them (none after the last).
+
+    FMMP's reference-position projection ``MLP(C, C, C, 2)`` applied to sine encodings of point
+    coordinates. Maps ``[..., in_dims]`` to ``[..., out_dims]``; state_dict keys
+    ``layers.{i}.{weight,bias}`` as in the official code.
+    """
+
+    def __init__(self, in_dims: int = 256, hidden_dims: int = 256, out_dims: int = 256,
+                 num_layers: int = 2) -> None:
+        super().__init__()
+        dims = [in_dims] + [hidden_dims] * (num_layers - 1) + [out_dims]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+
+    def forward(self, x):
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < len(self.layers) - 1:
+                x = F.gelu(x)
+        return x

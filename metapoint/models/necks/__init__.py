@@ -1,3 +1,4 @@
 from .input_projection import InputProjection
+from .top_down_pyramid import TopDownPyramid
 
-__all__ = ['InputProjection']
+__all__ = ['InputProjection', 'TopDownPyramid']

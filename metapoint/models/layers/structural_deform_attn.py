@@ -1,0 +1,164 @@
+"""FMMP structure-aware multi-scale deformable attention (FGSA's ``StructrualDeformAttnW``).
+
+``H = side_heads`` independent :class:`MultiScaleDeformableAttention` modules ("side heads"). Side
+head ``h`` places the reference point of keypoint ``k`` at the current point of its ``h``-th
+structural neighbour ``N[k, h]`` (breadth-first over the skeleton, ``N[k, 0] = k``; see
+``metapoint.datasets.keypoint_padding_ops.structural_neighbours``). Output::
+
+    A = A_0 + ReLU(W [A_1; ...; A_{H-1}] + b)        (H >= 2; H = 1 gives A_0)
+
+All side heads, batch items, keypoints and internal heads are computed together: the H modules'
+weights are stacked and the H x M internal heads go through ONE deformable-attention core call, so
+there is no Python loop over samples or side heads (the official code loops over both).
+Coordinates: normalised ``(x, y)`` of the crop, ``align_corners=False`` (see ``ms_deform_attn``).
+"""
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .ms_deform_attn import MultiScaleDeformableAttention, multi_scale_deformable_attn
+
+__all__ = ['StructuralDeformableAttention', 'gather_structural_points']
+
+
+def gather_structural_points(points: torch.Tensor, neighbour_idx: torch.Tensor,
+                             num_heads: int) -> torch.Tensor:
+    """Reference point of every side head: ``points[n, neighbour_idx[n, k, h]]``.
+
+    Args:
+        points: ``[N, K, 2]`` normalised ``(x, y)``.
+        neighbour_idx: long ``[N, K, >= num_heads]`` (BFS table, self first).
+        num_heads: H, the side heads used (the first H columns).
+    Returns:
+        ``[N, K, H, 2]`` (one ``gather``; no loop).
+    """
+    n, k, _ = points.shape
+    if neighbour_idx.shape[:2] != (n, k) or neighbour_idx.shape[2] < num_heads:
+        raise ValueError(f'neighbour_idx {tuple(neighbour_idx.shape)} does not fit points '
+                         f'{tuple(points.shape)} and {num_heads} side heads')
+    idx = neighbour_idx[..., :num_heads].reshape(n, k * num_heads, 1).expand(-1, -1, 2)
+    return points.gather(1, idx.long()).view(n, k, num_heads, 2)
+
+
+class StructuralDeformableAttention(nn.Module):
+    """Structure-aware deformable attention with ``side_heads`` full MSDA modules.
+
+    Args:
+        side_heads: H >= 1, number of side heads (self + H-1 structural neighbours).
+        embed_dims, num_heads, num_levels, num_points: of every side head's MSDA (C, M, L, P).
+        projector_init: ``'xavier'`` (default: what the official weights start from, quirk Q-F6)
+            or ``'zero'`` (the official code's stated intent). With ``'zero'`` the pre-activation
+            is exactly 0, and PyTorch's ReLU passes no gradient at 0, so the side heads would never
+            train: kept only for ablations, documented in docs/fmmp.md.
+        use_cuda_kernel: allow mmcv's compiled kernel on CUDA.
+
+    State dict (official layout): ``attn_layers.{h}.{sampling_offsets, attention_weights,
+    value_proj, output_proj}.{weight,bias}`` and, for H >= 2, ``projector.0.{weight,bias}``
+    (``[C, C * (H - 1)]``).
+
+    Forward:
+        query ``[N, Lq, C]`` (positional terms already added);
+        reference_points ``[N, Lq, H, 2]`` normalised ``(x, y)`` (see
+        :func:`gather_structural_points`); value ``[N, S, C]`` (before the value projections);
+        spatial_shapes ``[L, 2]`` (H, W); level_start_index ``[L]`` (optional).
+        Returns ``[N, Lq, C]``.
+    """
+
+    def __init__(self, side_heads: int = 8, embed_dims: int = 256, num_heads: int = 8,
+                 num_levels: int = 3, num_points: int = 4, projector_init: str = 'xavier',
+                 use_cuda_kernel: bool = True) -> None:
+        super().__init__()
+        if side_heads < 1:
+            raise ValueError(f'side_heads must be >= 1, got {side_heads}')
+        if projector_init not in ('xavier', 'zero'):
+            raise ValueError(f"projector_init must be 'xavier' or 'zero', got {projector_init!r}")
+        self.side_heads = side_heads
+        self.embed_dims = embed_dims
+        self.num_heads = num_heads
+        self.num_levels = num_levels
+        self.num_points = num_points
+        self.projector_init = projector_init
+        self.use_cuda_kernel = use_cuda_kernel
+        self.attn_layers = nn.ModuleList(
+            MultiScaleDeformableAttention(embed_dims, num_heads, num_levels, num_points,
+                                          use_cuda_kernel=use_cuda_kernel)
+            for _ in range(side_heads))
+        if side_heads >= 2:
+            self.projector = nn.Sequential(nn.Linear(embed_dims * (side_heads - 1), embed_dims),
+                                           nn.ReLU())
+        self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """Deformable-DETR init of every side head; projector per ``projector_init``."""
+        for layer in self.attn_layers:
+            layer.init_weights()
+        if self.side_heads >= 2:
+            if self.projector_init == 'zero':
+                nn.init.zeros_(self.projector[0].weight)
+            else:
+                nn.init.xavier_uniform_(self.projector[0].weight)
+            nn.init.zeros_(self.projector[0].bias)
+
+    def _stacked(self, name: str):
+        """``[H, out, in]`` weights and ``[H, out]`` biases of one Linear of every side head."""
+        mods = [getattr(layer, name) for layer in self.attn_layers]
+        return torch.stack([m.weight for m in mods]), torch.stack([m.bias for m in mods])
+
+    def forward(self, query: torch.Tensor, reference_points: torch.Tensor, value: torch.Tensor,
+                spatial_shapes: torch.Tensor,
+                level_start_index: Optional[torch.Tensor] = None) -> torch.Tensor:
+        n, lq, c = query.shape
+        hh, m, nl, p = self.side_heads, self.num_heads, self.num_levels, self.num_points
+        if reference_points.shape != (n, lq, hh, 2):
+            raise ValueError(f'reference_points must be {(n, lq, hh, 2)}, got '
+                             f'{tuple(reference_points.shape)}')
+        if spatial_shapes.shape[0] != nl:
+            raise ValueError(f'built for {nl} levels, got spatial_shapes '
+                             f'{tuple(spatial_shapes.shape)}')
+        s = value.shape[1]
+        w_v, b_v = self._stacked('value_proj')
+        w_o, b_o = self._stacked('sampling_offsets')
+        w_a, b_a = self._stacked('attention_weights')
+        w_out, b_out = self._stacked('output_proj')
+        # per side head: value [N, S, H, C] -> H*M internal heads of D = C / M channels
+        values = torch.einsum('nsc,hoc->nsho', value, w_v) + b_v
+        values = values.reshape(n, s, hh * m, c // m)
+        offsets = (torch.einsum('nqc,hoc->nqho', query, w_o) + b_o).view(n, lq, hh, m, nl, p, 2)
+        logits = (torch.einsum('nqc,hoc->nqho', query, w_a) + b_a).view(n, lq, hh, m, nl * p)
+        weights = F.softmax(logits, -1).view(n, lq, hh * m, nl, p)
+        normalizer = torch.stack([spatial_shapes[..., 1], spatial_shapes[..., 0]], -1)
+        locations = reference_points[:, :, :, None, None, None, :] \
+            + offsets / normalizer[None, None, None, None, :, None, :]
+        out = multi_scale_deformable_attn(values, spatial_shapes,
+                                          locations.view(n, lq, hh * m, nl, p, 2), weights,
+                                          level_start_index, self.attn_layers[0].im2col_step,
+                                          self.use_cuda_kernel)
+        out = torch.einsum('nqhc,hoc->nqho', out.view(n, lq, hh, c), w_out) + b_out
+        result = out[:, :, 0]
+        if hh >= 2:
+            result = result + self.projector(out[:, :, 1:].reshape(n, lq, (hh - 1) * c))
+        return result
+
+    def forward_loop(self, query: torch.Tensor, reference_points: torch.Tensor,
+                     value: torch.Tensor, spatial_shapes: torch.Tensor,
+                     level_start_index: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The same function as a per-sample, per-side-head Python loop (reference for tests and
+        ``benchmarks/bench_structural_attention.py``; not used by the model)."""
+        outs = []
+        for i in range(query.shape[0]):
+            heads = [layer(query[i:i + 1], reference_points[i:i + 1, :, h], value[i:i + 1],
+                           spatial_shapes, level_start_index)
+                     for h, layer in enumerate(self.attn_layers)]
+            res = heads[0]
+            if self.side_heads >= 2:
+                res = res + self.projector(torch.cat(heads[1:], -1))
+            outs.append(res)
+        return torch.cat(outs)
+
+    def extra_repr(self) -> str:
+        return (f'side_heads={self.side_heads}, embed_dims={self.embed_dims}, '
+                f'num_heads={self.num_heads}, num_levels={self.num_levels}, '
+                f'num_points={self.num_points}, projector_init={self.projector_init!r}')

@@ -1,0 +1,25 @@
+"""Convert an official FMMP checkpoint to this codebase.
+
+    python tools/model_converters/fmmp_official_to_ours.py IN.pth OUT.pth \
+        [--config configs/fmmp/fmmp_r50_1xb16_mp100-split1_1shot.py] [--trust-pickle]
+
+The official file (mmcv 1.x) is first read with ``torch.load(weights_only=True)``; its pickled
+``meta`` usually needs ``--trust-pickle`` (only for files from a source you trust). Every official
+key must map, and the result must have exactly the keys and shapes of the model built from
+``--config`` (use the config of the same ablation, e.g. side_heads or reuse_layers); anything
+else is an error. OUT holds ``{'state_dict': ..., 'meta': {...}}`` and loads with
+``weights_only=True`` (``tools/test.py CONFIG OUT``).
+"""
+import os.path as osp
+import sys
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, REPO)
+
+from metapoint.models.converters import convert_fmmp_official  # noqa: E402
+from metapoint.models.converters.cli import run_converter  # noqa: E402
+
+DEFAULT_CONFIG = osp.join(REPO, 'configs', 'fmmp', 'fmmp_r50_1xb16_mp100-split1_1shot.py')
+
+if __name__ == '__main__':
+    run_converter(convert_fmmp_official, DEFAULT_CONFIG, __doc__.splitlines()[1])
