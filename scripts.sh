@@ -10,6 +10,7 @@
 #   metapoint-test <split> <shots> <ckpt> [gpus] evaluate a MetaPoint checkpoint
 #   metapoint-train-all [gpus] / metapoint-test-all <work_dirs root> [gpus]  every split x shot
 #   metapoint-ablations [gpus]                   train every ablation config (split 1, 1-shot)
+#   fmmp-train / fmmp-test / fmmp-train-all / fmmp-test-all / fmmp-ablations: the same for FMMP
 #   metapoint-cpu      the CPU learning check on the synthetic real-pose set (~20 min, 2 cores)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
@@ -76,39 +77,46 @@ supportcopy() {
     "test_dataloader.dataset.num_shots=$shots" "test_dataloader.dataset.data_root=$root"
 }
 
-mp_config() { echo "configs/metapoint/metapoint_r50_4xb16_mp100-split${1}_${2}shot.py"; }
-
-metapoint_train() {
-  local split=${1:-1} shots=${2:-1} gpus=${3:-1} cfg
-  cfg=$(mp_config "$split" "$shots")
-  if [ "$gpus" -gt 1 ]; then bash tools/dist_train.sh "$cfg" "$gpus" "${@:4}"
-  else $PY tools/train.py "$cfg" "${@:4}"; fi
+# config of a model's official recipe: model_config <metapoint|fmmp> <split> <shots>
+model_config() {
+  case "$1" in
+    metapoint) echo "configs/metapoint/metapoint_r50_4xb16_mp100-split${2}_${3}shot.py" ;;
+    fmmp) echo "configs/fmmp/fmmp_r50_1xb16_mp100-split${2}_${3}shot.py" ;;
+    *) echo "unknown model $1" >&2; return 2 ;;
+  esac
 }
 
-metapoint_test() {
-  local split=${1:-1} shots=${2:-1} ckpt=$3 gpus=${4:-1} cfg
-  cfg=$(mp_config "$split" "$shots")
-  if [ "$gpus" -gt 1 ]; then bash tools/dist_test.sh "$cfg" "$ckpt" "$gpus" "${@:5}"
-  else $PY tools/test.py "$cfg" "$ckpt" "${@:5}"; fi
+model_train() {
+  local model=$1 split=${2:-1} shots=${3:-1} gpus=${4:-1} cfg
+  cfg=$(model_config "$model" "$split" "$shots")
+  if [ "$gpus" -gt 1 ]; then bash tools/dist_train.sh "$cfg" "$gpus" "${@:5}"
+  else $PY tools/train.py "$cfg" "${@:5}"; fi
 }
 
-metapoint_all() {
-  local what=$1 arg=${2:-} gpus=${3:-1}
+model_test() {
+  local model=$1 split=${2:-1} shots=${3:-1} ckpt=$4 gpus=${5:-1} cfg
+  cfg=$(model_config "$model" "$split" "$shots")
+  if [ "$gpus" -gt 1 ]; then bash tools/dist_test.sh "$cfg" "$ckpt" "$gpus" "${@:6}"
+  else $PY tools/test.py "$cfg" "$ckpt" "${@:6}"; fi
+}
+
+model_all() {
+  local model=$1 what=$2 arg=${3:-} gpus=${4:-1}
   for split in 1 2 3 4 5; do for shots in 1 5; do
-    if [ "$what" = train ]; then metapoint_train "$split" "$shots" "${arg:-1}"
+    if [ "$what" = train ]; then model_train "$model" "$split" "$shots" "${arg:-1}"
     else
       local name ckpt
-      name=$(basename "$(mp_config "$split" "$shots")" .py)
-      ckpt=$(ls -t "$arg/$name"/best_mPCK_*.pth 2>/dev/null | head -n1)
+      name=$(basename "$(model_config "$model" "$split" "$shots")" .py)
+      ckpt=$(ls -t "$arg/$name"/best_mPCK_*.pth "$arg/$name"/epoch_*.pth 2>/dev/null | head -n1)
       [ -n "$ckpt" ] || { echo "no checkpoint under $arg/$name" >&2; return 1; }
-      metapoint_test "$split" "$shots" "$ckpt" "$gpus"
+      model_test "$model" "$split" "$shots" "$ckpt" "$gpus"
     fi
   done; done
 }
 
-metapoint_ablations() {
-  local gpus=${1:-1} cfg
-  for cfg in configs/metapoint/ablations/*.py; do
+model_ablations() {
+  local model=$1 gpus=${2:-1} cfg
+  for cfg in "configs/$model"/ablations/*.py; do
     if [ "$gpus" -gt 1 ]; then bash tools/dist_train.sh "$cfg" "$gpus"
     else $PY tools/train.py "$cfg"; fi
   done
@@ -129,11 +137,11 @@ case "$cmd" in
   synthetic) synthetic "$@" ;;
   synthetic-real) synthetic_real "$@" ;;
   supportcopy) supportcopy "$@" ;;
-  metapoint-train) metapoint_train "$@" ;;
-  metapoint-test) metapoint_test "$@" ;;
-  metapoint-train-all) metapoint_all train "${1:-1}" ;;
-  metapoint-test-all) metapoint_all test "$@" ;;
-  metapoint-ablations) metapoint_ablations "$@" ;;
+  metapoint-train|fmmp-train) model_train "${cmd%-train}" "$@" ;;
+  metapoint-test|fmmp-test) model_test "${cmd%-test}" "$@" ;;
+  metapoint-train-all|fmmp-train-all) model_all "${cmd%-train-all}" train "${1:-1}" ;;
+  metapoint-test-all|fmmp-test-all) model_all "${cmd%-test-all}" test "$@" ;;
+  metapoint-ablations|fmmp-ablations) model_ablations "${cmd%-ablations}" "$@" ;;
   metapoint-cpu) metapoint_cpu "$@" ;;
-  *) sed -n '2,13p' "$0"; [ "$cmd" = help ] || exit 2 ;;
+  *) sed -n '2,/^set /{/^#/p}' "$0"; [ "$cmd" = help ] || exit 2 ;;
 esac
