@@ -102,10 +102,10 @@ class StructuralDeformableAttention(nn.Module):
                 nn.init.xavier_uniform_(self.projector[0].weight)
             nn.init.zeros_(self.projector[0].bias)
 
-    def _stacked(self, name: str):
-        """``[H, out, in]`` weights and ``[H, out]`` biases of one Linear of every side head."""
+    def _concatenated(self, name: str):
+        """One Linear of every side head as a single ``[H * out, in]`` weight and bias."""
         mods = [getattr(layer, name) for layer in self.attn_layers]
-        return torch.stack([m.weight for m in mods]), torch.stack([m.bias for m in mods])
+        return torch.cat([m.weight for m in mods]), torch.cat([m.bias for m in mods])
 
     def forward(self, query: torch.Tensor, reference_points: torch.Tensor, value: torch.Tensor,
                 spatial_shapes: torch.Tensor,
@@ -119,28 +119,29 @@ class StructuralDeformableAttention(nn.Module):
             raise ValueError(f'built for {nl} levels, got spatial_shapes '
                              f'{tuple(spatial_shapes.shape)}')
         s = value.shape[1]
-        w_v, b_v = self._stacked('value_proj')
-        w_o, b_o = self._stacked('sampling_offsets')
-        w_a, b_a = self._stacked('attention_weights')
-        w_out, b_out = self._stacked('output_proj')
-        # per side head: value [N, S, H, C] -> H*M internal heads of D = C / M channels
-        values = torch.einsum('nsc,hoc->nsho', value, w_v) + b_v
-        values = values.reshape(n, s, hh * m, c // m)
-        offsets = (torch.einsum('nqc,hoc->nqho', query, w_o) + b_o).view(n, lq, hh, m, nl, p, 2)
-        logits = (torch.einsum('nqc,hoc->nqho', query, w_a) + b_a).view(n, lq, hh, m, nl * p)
-        weights = F.softmax(logits, -1).view(n, lq, hh * m, nl, p)
+        # every side head's projections as ONE matmul; outputs laid out (side head, ...)
+        values = F.linear(value, *self._concatenated('value_proj'))  # [N, S, H*C]
+        values = values.view(n, s, hh * m, c // m)  # H*M internal heads of D = C / M channels
+        offsets = F.linear(query, *self._concatenated('sampling_offsets'))
+        offsets = offsets.view(n, lq, hh, m, nl, p, 2)
+        logits = F.linear(query, *self._concatenated('attention_weights'))
+        weights = F.softmax(logits.view(n, lq, hh * m, nl * p), -1).view(n, lq, hh * m, nl, p)
         normalizer = torch.stack([spatial_shapes[..., 1], spatial_shapes[..., 0]], -1)
         locations = reference_points[:, :, :, None, None, None, :] \
             + offsets / normalizer[None, None, None, None, :, None, :]
         out = multi_scale_deformable_attn(values, spatial_shapes,
                                           locations.view(n, lq, hh * m, nl, p, 2), weights,
                                           level_start_index, self.attn_layers[0].im2col_step,
-                                          self.use_cuda_kernel)
-        out = torch.einsum('nqhc,hoc->nqho', out.view(n, lq, hh, c), w_out) + b_out
-        result = out[:, :, 0]
+                                          self.use_cuda_kernel)  # [N, Lq, H*C]
+        # per-side-head output projections as one batched matmul over H
+        w_out = torch.stack([layer.output_proj.weight for layer in self.attn_layers])
+        b_out = torch.stack([layer.output_proj.bias for layer in self.attn_layers])
+        heads = torch.baddbmm(b_out[:, None], out.view(n * lq, hh, c).transpose(0, 1),
+                              w_out.transpose(1, 2))  # [H, N*Lq, C]
+        result = heads[0]
         if hh >= 2:
-            result = result + self.projector(out[:, :, 1:].reshape(n, lq, (hh - 1) * c))
-        return result
+            result = result + self.projector(heads[1:].transpose(0, 1).reshape(n * lq, -1))
+        return result.view(n, lq, c)
 
     def forward_loop(self, query: torch.Tensor, reference_points: torch.Tensor,
                      value: torch.Tensor, spatial_shapes: torch.Tensor,
