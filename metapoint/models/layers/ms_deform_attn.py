@@ -41,7 +41,7 @@ ALLOW_CUDA_KERNEL: bool = True
 __all__ = [
     'MSDA_CUDA_AVAILABLE', 'ALLOW_CUDA_KERNEL', 'MultiScaleDeformableAttention',
     'multi_scale_deformable_attn', 'multi_scale_deformable_attn_pytorch', 'level_start_index',
-    'flatten_multilevel', 'cuda_kernel_applicable'
+    'flatten_multilevel', 'cuda_kernel_applicable', 'sample_levels'
 ]
 
 
@@ -101,7 +101,7 @@ def multi_scale_deformable_attn_pytorch(value: torch.Tensor, spatial_shapes: tor
     ``benchmarks/bench_ms_deform_attn.py``, which keeps it for the comparison).
     """
     n, s, m, d = value.shape
-    _, lq, m2, nl, p, two = sampling_locations.shape
+    _, _, m2, nl, _, two = sampling_locations.shape
     if m2 != m or two != 2 or nl != spatial_shapes.shape[0]:
         raise ValueError(f'sampling_locations {tuple(sampling_locations.shape)} does not match '
                          f'value {tuple(value.shape)} and {spatial_shapes.shape[0]} levels')
@@ -110,11 +110,27 @@ def multi_scale_deformable_attn_pytorch(value: torch.Tensor, spatial_shapes: tor
                          f'{tuple(sampling_locations.shape[:-1])}')
     shapes = _level_sizes(spatial_shapes, s)
     value_list = value.split([h * w for h, w in shapes], dim=1)
+    # [N, HW, M, D] -> [N, HW, M*D] -> [N, M*D, HW] -> [N*M, D, H, W]
+    value_levels = [value_list[lvl].flatten(2).transpose(1, 2).reshape(n * m, d, h, w)
+                    for lvl, (h, w) in enumerate(shapes)]
+    return sample_levels(value_levels, sampling_locations, attention_weights)
+
+
+def sample_levels(value_levels: Sequence[torch.Tensor], sampling_locations: torch.Tensor,
+                  attention_weights: torch.Tensor) -> torch.Tensor:
+    """The sampling step of :func:`multi_scale_deformable_attn_pytorch` on per-level maps.
+
+    Args:
+        value_levels: L maps ``[N*M, D, H_l, W_l]`` (batch-major, then head).
+        sampling_locations: ``[N, Lq, M, L, P, 2]``; attention_weights ``[N, Lq, M, L, P]``.
+    Returns ``[N, Lq, M * D]``. Callers that can produce channel-first maps directly (e.g. from a
+    projection computed as ``W @ value^T``) skip the transposing copy of the flattened layout.
+    """
+    n, lq, m, nl, p, _ = sampling_locations.shape
+    d = value_levels[0].shape[1]
     sampling_grids = 2 * sampling_locations - 1
     sampled = []
-    for lvl, (h, w) in enumerate(shapes):
-        # [N, HW, M, D] -> [N, HW, M*D] -> [N, M*D, HW] -> [N*M, D, H, W]
-        value_l = value_list[lvl].flatten(2).transpose(1, 2).reshape(n * m, d, h, w)
+    for lvl, value_l in enumerate(value_levels):
         # [N, Lq, M, P, 2] -> [N, M, Lq, P, 2] -> [N*M, Lq, P, 2]
         grid_l = sampling_grids[:, :, :, lvl].transpose(1, 2).flatten(0, 1)
         # -> [N*M, D, Lq, P]

@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .ms_deform_attn import MultiScaleDeformableAttention, multi_scale_deformable_attn
+from .ms_deform_attn import (MultiScaleDeformableAttention, _level_sizes, cuda_kernel_applicable,
+                             multi_scale_deformable_attn, sample_levels)
 
 __all__ = ['StructuralDeformableAttention', 'gather_structural_points']
 
@@ -119,9 +120,7 @@ class StructuralDeformableAttention(nn.Module):
             raise ValueError(f'built for {nl} levels, got spatial_shapes '
                              f'{tuple(spatial_shapes.shape)}')
         s = value.shape[1]
-        # every side head's projections as ONE matmul; outputs laid out (side head, ...)
-        values = F.linear(value, *self._concatenated('value_proj'))  # [N, S, H*C]
-        values = values.view(n, s, hh * m, c // m)  # H*M internal heads of D = C / M channels
+        w_v, b_v = self._concatenated('value_proj')  # every side head's projection, one matmul
         offsets = F.linear(query, *self._concatenated('sampling_offsets'))
         offsets = offsets.view(n, lq, hh, m, nl, p, 2)
         logits = F.linear(query, *self._concatenated('attention_weights'))
@@ -129,10 +128,22 @@ class StructuralDeformableAttention(nn.Module):
         normalizer = torch.stack([spatial_shapes[..., 1], spatial_shapes[..., 0]], -1)
         locations = reference_points[:, :, :, None, None, None, :] \
             + offsets / normalizer[None, None, None, None, :, None, :]
-        out = multi_scale_deformable_attn(values, spatial_shapes,
-                                          locations.view(n, lq, hh * m, nl, p, 2), weights,
-                                          level_start_index, self.attn_layers[0].im2col_step,
-                                          self.use_cuda_kernel)  # [N, Lq, H*C]
+        locations = locations.view(n, lq, hh * m, nl, p, 2)
+        if cuda_kernel_applicable(value, self.use_cuda_kernel):
+            # H*M internal heads of D = C / M channels, layout [N, S, H*M, D] for the kernel
+            values = F.linear(value, w_v, b_v).view(n, s, hh * m, c // m)
+            out = multi_scale_deformable_attn(values, spatial_shapes, locations, weights,
+                                              level_start_index, self.attn_layers[0].im2col_step,
+                                              self.use_cuda_kernel)  # [N, Lq, H*C]
+        else:
+            # channel-first projection (W @ value^T): each level is then a free view
+            # [N*H*M, D, h, w], no transposing copy of the [N, S, H*C] values
+            values = torch.matmul(w_v, value.transpose(1, 2)) + b_v[:, None]  # [N, H*C, S]
+            levels, start = [], 0
+            for h, w in _level_sizes(spatial_shapes, s):
+                levels.append(values[:, :, start:start + h * w].reshape(n * hh * m, c // m, h, w))
+                start += h * w
+            out = sample_levels(levels, locations, weights)  # [N, Lq, H*C]
         # per-side-head output projections as one batched matmul over H
         w_out = torch.stack([layer.output_proj.weight for layer in self.attn_layers])
         b_out = torch.stack([layer.output_proj.bias for layer in self.attn_layers])
