@@ -287,3 +287,35 @@ def test_flatten_levels_order_matches_spatial_shapes():
     value, shapes, start = flatten_multilevel(maps)
     assert torch.equal(shapes, SHAPES) and start.tolist() == [0, 4, 20]
     assert value.shape == (1, 84, 3)
+
+
+def test_optional_similarity_aid_adds_loss_and_starts_at_the_peak():
+    """aux_heatmap_cfg (a CPU-budget aid, not the paper method): loss_sim and peak init."""
+    model = _small_fmmp()
+    model.aux_heatmap_cfg = None
+    inputs, samples = _episode(num_kpts=(12,), queries=2)
+    model.train()
+    assert 'loss_sim' not in model.loss(inputs, samples)
+    register_all_modules()
+    cfg = Config.fromfile(str(CONFIG))
+    cfg.model.backbone = dict(type='TorchvisionResNet', depth=18, out_indices=(1, 2, 3))
+    cfg.model.predictor.update(num_layers=2, dropout=0.0)
+    cfg.model.aux_heatmap_cfg = dict(level=-1, init_points=True)
+    torch.manual_seed(0)
+    aided = MODELS.build(cfg.model)
+    aided.train()
+    losses = aided.loss(inputs, samples)
+    assert torch.isfinite(losses['loss_sim']) and losses['loss_sim'] > 0
+    losses['loss_sim'].backward()
+    assert aided.backbone.conv1.weight.grad.abs().max() > 0
+    aided.eval()
+    with torch.no_grad():
+        out = aided.forward_episode(inputs, samples)
+    # coordinate heads start at zero: the first layer's points are the similarity peaks
+    from metapoint.models.losses import similarity_peak_points
+    peaks = similarity_peak_points(out['match_features'], out['query_maps'][-1])
+    torch.testing.assert_close(out['points'][0], peaks, atol=1e-5, rtol=0)
+    assert not torch.allclose(peaks, torch.full_like(peaks, 0.5))
+    cfg.model.aux_heatmap_cfg = dict(levels=(-1,))
+    with pytest.raises(ValueError, match='unknown keys'):
+        MODELS.build(cfg.model)

@@ -5,7 +5,11 @@ import torch
 from torch import nn
 
 from metapoint.registry import MODELS
+from ..layers.point_ops import sample_point_features
+from ..losses import similarity_heatmap_loss, similarity_peak_points
 from .base import BaseCAPEEstimator
+
+AUX_KEYS = ('level', 'temperature', 'sigma', 'weight', 'init_points', 'init_radius')
 
 
 @MODELS.register_module()
@@ -30,6 +34,16 @@ class FMMP(BaseCAPEEstimator):
         predictor: :class:`RecurrentFGSAPredictor` config.
         loss_cfg: ``mix_weight`` (0.5), the weight of the padded-slot L1 term.
         max_kpt_num: K, the padded slot count of the data.
+        aux_heatmap_cfg: None (default: the paper method) or a dict enabling an optional
+            CPU-budget aid that is NOT part of FMMP (docs/fmmp.md, learning check): the support
+            keypoint features sampled from pyramid level ``level`` (default -1, the finest) are
+            matched by cosine similarity against that level of the query map, and
+            ``loss_sim`` (x ``weight``, 1.0) is the cross-entropy of softmax(similarity /
+            ``temperature`` (0.1)) against a Gaussian (``sigma`` cells, 1.0) at the query
+            keypoint, on real keypoints visible in the support and the query. With
+            ``init_points=True`` the predictor also starts every keypoint at the similarity peak
+            (local soft-argmax within ``init_radius`` cells, 1) instead of the crop centre, in
+            training and at test time.
     """
 
     def __init__(self,
@@ -38,9 +52,19 @@ class FMMP(BaseCAPEEstimator):
                  predictor: Optional[dict] = None,
                  loss_cfg: Optional[dict] = None,
                  max_kpt_num: int = 70,
+                 aux_heatmap_cfg: Optional[dict] = None,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        self.aux_heatmap_cfg = None
+        if aux_heatmap_cfg is not None:
+            unknown = set(aux_heatmap_cfg) - set(AUX_KEYS)
+            if unknown:
+                raise ValueError(f'aux_heatmap_cfg: unknown keys {sorted(unknown)}; '
+                                 f'allowed: {AUX_KEYS}')
+            self.aux_heatmap_cfg = dict(dict(level=-1, temperature=0.1, sigma=1.0, weight=1.0,
+                                             init_points=False, init_radius=1),
+                                        **aux_heatmap_cfg)
         self.backbone = MODELS.build(backbone)
         neck = dict(dict(type='TopDownPyramid', num_levels=3, out_channels=256), **(neck or {}))
         neck.setdefault('in_channels', self.backbone.out_channels)
@@ -71,8 +95,34 @@ class FMMP(BaseCAPEEstimator):
         maps = self.extract_maps(torch.cat([s_imgs.flatten(0, 1), q_imgs.flatten(0, 1)]))
         s_maps = [lv[:b * s] for lv in maps]
         q_maps = [lv[b * s:] for lv in maps]
-        return self.predictor(q_maps, s_maps, s_kpts, data_samples['support_keypoint_weights'],
-                              neighbours)
+        s_w = data_samples['support_keypoint_weights']
+        init_points, match_feats = None, None
+        if self.aux_heatmap_cfg is not None:
+            ac = self.aux_heatmap_cfg
+            match_feats = self.support_match_features(s_maps[ac['level']], s_kpts, s_w,
+                                                      q_imgs.shape[1])
+            if ac['init_points']:
+                init_points = similarity_peak_points(match_feats, q_maps[ac['level']],
+                                                     temperature=ac['temperature'],
+                                                     radius=ac['init_radius'])
+        out = self.predictor(q_maps, s_maps, s_kpts, s_w, neighbours, init_points=init_points)
+        out.update(query_maps=q_maps, match_features=match_feats)
+        return out
+
+    @staticmethod
+    def support_match_features(support_map: torch.Tensor, support_points: torch.Tensor,
+                               support_weights: torch.Tensor, num_queries: int) -> torch.Tensor:
+        """Support keypoint features of one level for the optional similarity aid.
+
+        support_map ``[B*S, C, h, w]``, support_points ``[B, S, K, 2]``, support_weights
+        ``[B, S, K]`` -> ``[B*Q, K, C]``: bilinear samples at the support keypoints, averaged over
+        the shots where the keypoint is visible, repeated for the Q queries of each episode.
+        """
+        b, s, k, _ = support_points.shape
+        vis = (support_weights > 0).to(support_map.dtype)
+        f = sample_point_features([support_map], support_points.flatten(0, 1)).view(b, s, k, -1)
+        f = (f * vis[..., None]).sum(1) / vis.sum(1).clamp(min=1)[..., None]
+        return f.repeat_interleave(num_queries, 0)
 
     def predict_points(self, inputs, data_samples) -> torch.Tensor:
         out = self.forward_episode(inputs, data_samples)
@@ -98,5 +148,13 @@ class FMMP(BaseCAPEEstimator):
             m = (w * mask)[:, None]
             return ((err * m).sum(-1) / m.sum(-1).clamp(min=0.1)).sum(-1).mean()
 
-        return dict(l1_loss_real=term(real),
-                    l1_loss_mix=self.loss_cfg['mix_weight'] * term(1 - real))
+        losses = dict(l1_loss_real=term(real),
+                      l1_loss_mix=self.loss_cfg['mix_weight'] * term(1 - real))
+        if self.aux_heatmap_cfg is not None:
+            ac = self.aux_heatmap_cfg
+            s_vis = data_samples['support_keypoint_weights'].amax(1).repeat_interleave(q, 0) > 0
+            mask = s_vis & (w > 0) & (real > 0)
+            losses['loss_sim'] = ac['weight'] * similarity_heatmap_loss(
+                out['match_features'], out['query_maps'][ac['level']], gt, mask,
+                temperature=ac['temperature'], sigma=ac['sigma'])
+        return losses

@@ -9,7 +9,8 @@ from ..heads import HeatmapKeypointPooling
 from ..layers.joint_encoder import QueryMapEnhancer
 from ..layers.point_decoder import ProgressivePointDecoder
 from ..layers.positional_encoding import SinePositionalEncoding
-from ..losses import meta_point_losses, refine_losses
+from ..losses import (aux_heatmap_losses, meta_point_losses, refine_losses,
+                      similarity_peak_points, support_level_features)
 from ..necks import InputProjection
 from ..task_modules import MetaPointAssigner, gather_by_assignment
 from .base import BaseCAPEEstimator
@@ -55,6 +56,15 @@ class MetaPoint(BaseCAPEEstimator):
         enhancer_cfg: ``num_layers``, ``num_heads``, ``ffn_dims``, ``dropout``.
         loss_cfg: ``l1``, ``vp``, ``vn``, ``meta``, ``ref``, ``aux`` (the slack delta).
         max_kpt_num: K, the padded slot count (order embeddings depend on it).
+        aux_heatmap_cfg: None (default, the paper method) or a dict enabling the optional
+            auxiliary similarity-heatmap loss (NOT part of MetaPoint; a CPU-budget aid for
+            backbones trained from scratch, see docs/metapoint.md): ``levels`` (indices into
+            the deepest-first pyramid, default ``(-1,)``, the finest), ``temperature`` (0.1),
+            ``sigma`` (target Gaussian width in cells of each level, 1.0), ``weight`` (1.0).
+            Adds ``loss_sim{i}`` in training; no parameters, predictions are unchanged unless
+            ``init_refine`` (False) is set: then the refine decoder starts (train and test)
+            from the peak of the similarity map of ``levels[0]`` (local soft-argmax within
+            ``init_radius`` cells, default 1) instead of the assigned query meta-point.
     """
 
     def __init__(self,
@@ -68,6 +78,7 @@ class MetaPoint(BaseCAPEEstimator):
                  loss_cfg: Optional[dict] = None,
                  max_kpt_num: int = 70,
                  embed_dims: int = 256,
+                 aux_heatmap_cfg: Optional[dict] = None,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
@@ -83,6 +94,19 @@ class MetaPoint(BaseCAPEEstimator):
         self.loss_cfg = dict(dict(l1=1.0, vp=0.1, vn=0.005, meta=0.1, ref=1.0, aux=0.1),
                              **(loss_cfg or {}))
         self.max_kpt_num = max_kpt_num
+        self.aux_heatmap_cfg = None
+        if aux_heatmap_cfg is not None:
+            unknown = set(aux_heatmap_cfg) - {'levels', 'temperature', 'sigma', 'weight',
+                                              'init_refine', 'init_radius'}
+            if unknown:
+                raise ValueError(f'aux_heatmap_cfg: unknown keys {sorted(unknown)}')
+            self.aux_heatmap_cfg = dict(
+                dict(levels=(-1,), temperature=0.1, sigma=1.0, weight=1.0, init_refine=False,
+                     init_radius=1), **aux_heatmap_cfg)
+            for lvl in self.aux_heatmap_cfg['levels']:
+                if not -arch_cfg['res_layer_num'] <= lvl < arch_cfg['res_layer_num']:
+                    raise ValueError(f'aux_heatmap_cfg level {lvl} outside the '
+                                     f"{arch_cfg['res_layer_num']} pyramid levels")
         self.train_gate_uses_query = arch_cfg['train_gate_uses_query']
         if arch_cfg['skfeat_layer_num'] > arch_cfg['res_layer_num']:
             raise ValueError('skfeat_layer_num cannot exceed res_layer_num')
@@ -204,6 +228,13 @@ class MetaPoint(BaseCAPEEstimator):
         else:
             tokens = torch.stack(parts).sum(0)
         ref_init = gather_by_assignment(q_points[:, -1], m2k, gate)
+        if self.aux_heatmap_cfg is not None and self.aux_heatmap_cfg['init_refine']:
+            ac = self.aux_heatmap_cfg
+            lvl = ac['levels'][0]
+            peaks = similarity_peak_points(
+                support_level_features(s_maps[lvl], data_samples['support_heatmaps'], s_w, q),
+                q_maps[lvl], temperature=ac['temperature'], radius=ac['init_radius'])
+            ref_init = torch.where(gate[..., None], peaks, ref_init)
         valid = ~sk_mask
         tokens = tokens * valid[..., None].to(tokens.dtype)
         ref_embed, ref_points = self.ref_decoder(tokens, q_maps, init_points=ref_init,
@@ -213,7 +244,7 @@ class MetaPoint(BaseCAPEEstimator):
                     support_meta_embed=s_embed, query_meta_points=q_points,
                     query_meta_visible=q_vis, query_meta_embed=q_embed, support_tokens=sk_q,
                     ref_tokens=tokens, ref_init_points=ref_init, ref_embed=ref_embed,
-                    ref_points=ref_points)
+                    ref_points=ref_points, support_maps=s_maps, query_maps=q_maps)
 
     # ------------------------------------------------------------------ estimator API
     def predict_points(self, inputs, data_samples) -> torch.Tensor:
@@ -239,4 +270,11 @@ class MetaPoint(BaseCAPEEstimator):
                                    meta_weight=lc['meta'], slack=lc['aux'])
         losses.update(refine_losses(out['ref_points'], q_kpts, covis, l1_weight=lc['l1'],
                                     ref_weight=lc['ref'], slack=lc['aux']))
+        if self.aux_heatmap_cfg is not None:
+            ac = self.aux_heatmap_cfg
+            losses.update(aux_heatmap_losses(
+                out['support_maps'], out['query_maps'], data_samples['support_heatmaps'],
+                data_samples['support_keypoint_weights'], q_kpts, covis,
+                inputs['query_imgs'].shape[1], levels=tuple(ac['levels']),
+                temperature=ac['temperature'], sigma=ac['sigma'], weight=ac['weight']))
         return losses

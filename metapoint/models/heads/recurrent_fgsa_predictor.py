@@ -62,7 +62,8 @@ class RecurrentFGSAPredictor(nn.Module):
     Forward (:meth:`forward`): query_maps list of ``[B*Q, C, h_l, w_l]`` (deepest first),
     support_maps list of ``[B*S, C, h_l, w_l]``, support_points ``[B, S, K, 2]`` normalised crop
     ``(x, y)``, support_weights ``[B, S, K]`` (> 0 = visible), support_neighbours long
-    ``[B, S, K, >= side_heads]`` or None. Returns a dict with ``points`` (list over layers of
+    ``[B, S, K, >= side_heads]`` or None, init_points ``[B*Q, K, 2]`` or None (the crop
+    centre). Returns a dict with ``points`` (list over layers of
     ``[B*Q, K, 2]``) and intermediates (see the code).
     """
 
@@ -168,7 +169,8 @@ class RecurrentFGSAPredictor(nn.Module):
 
     def forward(self, query_maps: Sequence[torch.Tensor], support_maps: Sequence[torch.Tensor],
                 support_points: torch.Tensor, support_weights: torch.Tensor,
-                support_neighbours: Optional[torch.Tensor] = None) -> Dict[str, object]:
+                support_neighbours: Optional[torch.Tensor] = None,
+                init_points: Optional[torch.Tensor] = None) -> Dict[str, object]:
         b, s, k, _ = support_points.shape
         nq = query_maps[0].shape[0]
         if nq % b:
@@ -193,7 +195,10 @@ class RecurrentFGSAPredictor(nn.Module):
             embed = ref_feat_s.new_zeros(b, k, ref_feat_s.shape[-1])
         init_embed = embed
         embed = embed.repeat_interleave(q, 0)  # [B*Q, K, C]
-        logits = torch.zeros(nq, k, 2, dtype=values_s.dtype, device=values_s.device)
+        if init_points is None:  # official 'cst': the crop centre, logit 0
+            logits = torch.zeros(nq, k, 2, dtype=values_s.dtype, device=values_s.device)
+        else:  # optional external start [B*Q, K, 2] (FMMP's similarity aid), no gradient
+            logits = inverse_sigmoid(init_points.detach())
         points = logits.sigmoid()
         support_feat = ref_feat_s if self.ref_feat_aware else None
         support_mask = vis_s == 0
