@@ -12,6 +12,7 @@
 #   metapoint-ablations [gpus]                   train every ablation config (split 1, 1-shot)
 #   fmmp-train / fmmp-test / fmmp-train-all / fmmp-test-all / fmmp-ablations: the same for FMMP
 #   metapoint-cpu      the CPU learning check on the synthetic real-pose set (~16 min + 6 min test)
+#   fmmp-cpu [mixup|zero|both]  FMMP CPU learning check (mixup vs zero padding, one core each)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 PY=${PYTHON:-python}
@@ -134,6 +135,28 @@ metapoint_cpu() {
     --work-dir work_dirs/metapoint_cpu/test
 }
 
+# FMMP CPU learning check: the mixup-padding recipe and the zero-padding one, side by side, one
+# core each (fmmp-cpu [mixup|zero|both], default both)
+fmmp_cpu() {
+  [ -f "$SYNTH_REAL_DIR/annotations/unified_ann_file.json" ] || synthetic_real "$SYNTH_REAL_DIR"
+  local base=configs/fmmp/fmmp_r18_1xb16_synthetic-real-split1_1shot_cpu which=${1:-both}
+  run_one() {  # <name> <config> <core>
+    local pin=""
+    command -v taskset >/dev/null 2>&1 && pin="taskset -c $3"
+    OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1} \
+      $pin $PY tools/train.py "$2" --work-dir "work_dirs/fmmp_cpu_$1"
+    OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1} \
+      $pin $PY tools/test.py "$2" "work_dirs/fmmp_cpu_$1/epoch_6.pth" \
+      --work-dir "work_dirs/fmmp_cpu_$1/test"
+  }
+  case "$which" in
+    mixup) run_one mixup "$base.py" 0 ;;
+    zero) run_one zero "${base}_train-pad-zero.py" 0 ;;
+    both) run_one mixup "$base.py" 0 & run_one zero "${base}_train-pad-zero.py" 1 & wait ;;
+    *) echo "fmmp-cpu: mixup, zero or both" >&2; return 2 ;;
+  esac
+}
+
 cmd=${1:-help}; shift || true
 case "$cmd" in
   install) install ;;
@@ -148,5 +171,6 @@ case "$cmd" in
   metapoint-test-all|fmmp-test-all) model_all "${cmd%-test-all}" test "$@" ;;
   metapoint-ablations|fmmp-ablations) model_ablations "${cmd%-ablations}" "$@" ;;
   metapoint-cpu) metapoint_cpu "$@" ;;
+  fmmp-cpu) fmmp_cpu "$@" ;;
   *) sed -n '2,/^set /{/^#/p}' "$0"; [ "$cmd" = help ] || exit 2 ;;
 esac
