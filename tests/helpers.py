@@ -177,3 +177,8 @@ def disable_dropout(model):
             m.p = 0.0
         if isinstance(m, torch.nn.MultiheadAttention):
             m.dropout = 0.0
+
+
+def close_to_fixture(actual, expected, atol, name):
+    """``actual`` within ``atol`` (absolute, no relative term) of a fixture tensor."""
+    torch.testing.assert_close(actual, expected.to(actual.dtype), atol=atol, rtol=0, msg=name)

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.helpers import MP100_MINI, REPO
+from tests.helpers import MP100_MINI
 from tests.test_engine import _load, _run
 
 pytestmark = pytest.mark.skipif(not MP100_MINI.is_dir(), reason=f'{MP100_MINI} not present')

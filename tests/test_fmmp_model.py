@@ -292,7 +292,6 @@ def test_flatten_levels_order_matches_spatial_shapes():
 def test_optional_similarity_aid_adds_loss_and_starts_at_the_peak():
     """aux_heatmap_cfg (a CPU-budget aid, not the paper method): loss_sim and peak init."""
     model = _small_fmmp()
-    model.aux_heatmap_cfg = None
     inputs, samples = _episode(num_kpts=(12,), queries=2)
     model.train()
     assert 'loss_sim' not in model.loss(inputs, samples)

@@ -17,6 +17,7 @@ from metapoint.models.converters import (ConversionError, check_against_model,
 from metapoint.registry import MODELS
 from metapoint.utils import register_all_modules
 from tests.helpers import REPO, SHARED, disable_dropout, rule_state_dict
+from tests.helpers import close_to_fixture as _close
 
 FIX = SHARED / 'fixtures' / 'official'
 pytestmark = pytest.mark.skipif(not (FIX / 'fmmp_s1.outputs.pt').is_file(),
@@ -51,10 +52,6 @@ def _batch(inputs):
                    support_neighbour_idx=inputs['headwise_refpoint_idxs'][:, :-1, 0],
                    num_kpts=inputs['category_keypoint_num'])
     return x, samples
-
-
-def _close(actual, expected, atol, name):
-    torch.testing.assert_close(actual, expected.to(actual.dtype), atol=atol, rtol=0, msg=name)
 
 
 def test_eval_outputs_match_official(model, official):

@@ -13,6 +13,7 @@ from metapoint.models.converters import (ConversionError, check_against_model,
 from metapoint.registry import MODELS
 from metapoint.utils import register_all_modules
 from tests.helpers import REPO, SHARED, disable_dropout, rule_state_dict
+from tests.helpers import close_to_fixture as _close
 
 FIX = SHARED / 'fixtures' / 'official'
 pytestmark = pytest.mark.skipif(not (FIX / 'metapoint_s1.outputs.pt').is_file(),
@@ -54,10 +55,6 @@ def _batch(inputs):
         query_keypoint_weights=inputs['target_weight_q'][:, None, :, 0],
         query_heatmaps=inputs['target_q'][:, None])
     return x, samples
-
-
-def _close(actual, expected, atol, name):
-    torch.testing.assert_close(actual, expected.to(actual.dtype), atol=atol, rtol=0, msg=name)
 
 
 def test_converter_rejects_unmapped_and_mismatched_keys(model):

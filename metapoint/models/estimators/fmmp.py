@@ -2,11 +2,10 @@
 from typing import Dict, List, Optional
 
 import torch
-from torch import nn
 
 from metapoint.registry import MODELS
 from ..layers.point_ops import sample_point_features
-from ..losses import similarity_heatmap_loss, similarity_peak_points
+from ..losses import shot_mean_per_query, similarity_heatmap_loss, similarity_peak_points
 from .base import BaseCAPEEstimator
 
 AUX_KEYS = ('level', 'temperature', 'sigma', 'weight', 'init_points', 'init_radius')
@@ -119,10 +118,8 @@ class FMMP(BaseCAPEEstimator):
         the shots where the keypoint is visible, repeated for the Q queries of each episode.
         """
         b, s, k, _ = support_points.shape
-        vis = (support_weights > 0).to(support_map.dtype)
         f = sample_point_features([support_map], support_points.flatten(0, 1)).view(b, s, k, -1)
-        f = (f * vis[..., None]).sum(1) / vis.sum(1).clamp(min=1)[..., None]
-        return f.repeat_interleave(num_queries, 0)
+        return shot_mean_per_query(f, support_weights, num_queries)
 
     def predict_points(self, inputs, data_samples) -> torch.Tensor:
         out = self.forward_episode(inputs, data_samples)

@@ -202,7 +202,9 @@ class RecurrentFGSAPredictor(nn.Module):
         points = logits.sigmoid()
         support_feat = ref_feat_s if self.ref_feat_aware else None
         support_mask = vis_s == 0
-        support_visible_q = (vis.sum(1) > 0).repeat_interleave(q, 0)  # [B*Q, K]
+        # joint encoder key mask: slots no shot sees [B*Q, K]
+        support_visible_q = (vis.sum(1) > 0).repeat_interleave(q, 0) \
+            if self.use_joint_encoder else None
 
         all_points, deltas, query_embeds, support_embeds = [], [], [], []
         for lid in range(self.num_layers):

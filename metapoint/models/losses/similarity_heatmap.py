@@ -74,9 +74,17 @@ def support_level_features(support_map: torch.Tensor, support_heatmaps: torch.Te
     -> [B*Q, K, C] (mean over the shots where the keypoint is visible).
     """
     b, s, k = support_weights.shape
-    valid = (support_weights > 0).to(support_map.dtype)
     f = pool_keypoint_features(support_map, support_heatmaps.flatten(0, 1)).view(b, s, k, -1)
-    f = (f * valid[..., None]).sum(1) / valid.sum(1).clamp(min=1)[..., None]
+    return shot_mean_per_query(f, support_weights, num_queries)
+
+
+def shot_mean_per_query(feats: torch.Tensor, support_weights: torch.Tensor,
+                        num_queries: int) -> torch.Tensor:
+    """feats [B, S, K, C] -> [B*Q, K, C]: mean over the shots where the keypoint is visible
+    (``support_weights`` [B, S, K] > 0; 0 when none), repeated for the Q queries of each episode.
+    """
+    valid = (support_weights > 0).to(feats.dtype)
+    f = (feats * valid[..., None]).sum(1) / valid.sum(1).clamp(min=1)[..., None]
     return f.repeat_interleave(num_queries, 0)
 
 
