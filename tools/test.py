@@ -16,7 +16,8 @@ from mmengine.dist import get_rank  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 from metapoint.evaluation import format_pck_table  # noqa: E402
-from metapoint.utils import register_all_modules, setup_cpu_distributed  # noqa: E402
+from metapoint.utils import (register_all_modules, setup_cpu_distributed,  # noqa: E402
+                             teardown_distributed)
 
 
 def parse_args(argv=None):
@@ -67,6 +68,7 @@ def main(argv=None):
             os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
             with open(args.out, 'w', encoding='utf-8') as f:
                 json.dump(dict(metrics=metrics, per_category=per_category), f, indent=2)
+    teardown_distributed()
     return metrics
 
 

@@ -10,7 +10,8 @@ import torch  # noqa: E402
 from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from metapoint.utils import register_all_modules, setup_cpu_distributed  # noqa: E402
+from metapoint.utils import (register_all_modules, setup_cpu_distributed,  # noqa: E402
+                             teardown_distributed)
 
 
 def parse_args(argv=None):
@@ -78,6 +79,7 @@ def main(argv=None):
     setup_cpu_distributed(cfg, args.launcher)
     runner = Runner.from_cfg(cfg)
     runner.train()
+    teardown_distributed()
 
 
 if __name__ == '__main__':

@@ -87,6 +87,18 @@ def setup_cpu_distributed(cfg: Config, launcher: str) -> None:
     torch_dist.init_process_group(backend='gloo', timeout=datetime.timedelta(seconds=timeout))
 
 
+def teardown_distributed() -> None:
+    """Wait for every rank, then destroy the process group before the interpreter exits.
+
+    Left to interpreter shutdown, a gloo process group can be torn down while its worker threads
+    are still joinable, which aborts a rank ("terminate called without an active exception")
+    after the job itself has finished. No-op when no process group is initialised.
+    """
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.barrier()
+        torch_dist.destroy_process_group()
+
+
 def _slurm_env_to_torch_env() -> None:
     """Translate SLURM variables into the env:// rendezvous variables torch expects."""
     import subprocess
