@@ -12,7 +12,7 @@
 #   metapoint-ablations [gpus]                   train every ablation config (split 1, 1-shot)
 #   fmmp-train / fmmp-test / fmmp-train-all / fmmp-test-all / fmmp-ablations: the same for FMMP
 #   metapoint-cpu      the CPU learning check on the synthetic real-pose set (~16 min + 6 min test)
-#   fmmp-cpu [mixup|zero|both]  FMMP CPU learning check (mixup vs zero padding, one core each)
+#   fmmp-cpu [mixup|zero|both]  FMMP CPU learning check (mixup vs zero padding, 2 threads each)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 PY=${PYTHON:-python}
@@ -135,24 +135,24 @@ metapoint_cpu() {
     --work-dir work_dirs/metapoint_cpu/test
 }
 
-# FMMP CPU learning check: the mixup-padding recipe and the zero-padding one, side by side, one
-# core each (fmmp-cpu [mixup|zero|both], default both)
+# FMMP CPU learning check: the mixup-padding recipe, then the zero-padding one, each trained with
+# the 2-core budget (2 threads; keep the box otherwise idle). fmmp-cpu [mixup|zero|both]
 fmmp_cpu() {
   [ -f "$SYNTH_REAL_DIR/annotations/unified_ann_file.json" ] || synthetic_real "$SYNTH_REAL_DIR"
   local base=configs/fmmp/fmmp_r18_1xb16_synthetic-real-split1_1shot_cpu which=${1:-both}
-  run_one() {  # <name> <config> <core>
-    local pin=""
-    command -v taskset >/dev/null 2>&1 && pin="taskset -c $3"
-    OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1} \
-      $pin $PY tools/train.py "$2" --work-dir "work_dirs/fmmp_cpu_$1"
-    OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1} \
-      $pin $PY tools/test.py "$2" "work_dirs/fmmp_cpu_$1/epoch_6.pth" \
+  run_one() {  # <name> <config>
+    local start=$SECONDS
+    OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} MKL_NUM_THREADS=${MKL_NUM_THREADS:-2} \
+      $PY tools/train.py "$2" --work-dir "work_dirs/fmmp_cpu_$1"
+    echo "fmmp-cpu $1: training took $(( (SECONDS - start) / 60 )) min $(( (SECONDS - start) % 60 )) s"
+    OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} MKL_NUM_THREADS=${MKL_NUM_THREADS:-2} \
+      $PY tools/test.py "$2" "work_dirs/fmmp_cpu_$1/epoch_6.pth" \
       --work-dir "work_dirs/fmmp_cpu_$1/test"
   }
   case "$which" in
-    mixup) run_one mixup "$base.py" 0 ;;
-    zero) run_one zero "${base}_train-pad-zero.py" 0 ;;
-    both) run_one mixup "$base.py" 0 & run_one zero "${base}_train-pad-zero.py" 1 & wait ;;
+    mixup) run_one mixup "$base.py" ;;
+    zero) run_one zero "${base}_train-pad-zero.py" ;;
+    both) run_one mixup "$base.py" && run_one zero "${base}_train-pad-zero.py" ;;
     *) echo "fmmp-cpu: mixup, zero or both" >&2; return 2 ;;
   esac
 }

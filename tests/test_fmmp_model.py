@@ -45,16 +45,39 @@ def test_gather_structural_points_picks_neighbour_coordinates():
         gather_structural_points(pts, idx[..., :2], 3)
 
 
+@pytest.mark.parametrize('gather_mode', ['project_first', 'sample_first'])
 @pytest.mark.parametrize('side_heads', [1, 2, 4])
-def test_vectorised_structural_attention_equals_per_sample_loop(side_heads):
+def test_vectorised_structural_attention_equals_per_sample_loop(side_heads, gather_mode):
+    """Both vectorised orders (all samples and heads at once) == the per-sample, per-side-head
+    loop, in value and in every gradient (value, query, reference points, parameters)."""
     torch.manual_seed(0)
-    attn = _randomise(StructuralDeformableAttention(side_heads, 32, 4, 3, 2))
+    attn = _randomise(StructuralDeformableAttention(side_heads, 32, 4, 3, 2,
+                                                    gather_mode=gather_mode))
     value = torch.randn(3, int(SHAPES.prod(1).sum()), 32)
     query = torch.randn(3, 6, 32)
-    ref = gather_structural_points(torch.rand(3, 6, 2), _chain_neighbours(3, 6), side_heads)
-    fast = attn(query, ref, value, SHAPES)
-    slow = attn.forward_loop(query, ref, value, SHAPES)
-    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
+    ref = gather_structural_points(torch.rand(3, 6, 2) * 1.2 - 0.1, _chain_neighbours(3, 6),
+                                   side_heads)
+    results = []
+    for fn in (attn.forward, attn.forward_loop):
+        attn.zero_grad()
+        inputs = [t.clone().requires_grad_() for t in (query, ref, value)]
+        out = fn(inputs[0], inputs[1], inputs[2], SHAPES)
+        (out * torch.randn(out.shape, generator=torch.Generator().manual_seed(1))).sum().backward()
+        results.append([out.detach()] + [t.grad for t in inputs]
+                       + [p.grad.clone() for p in attn.parameters()])
+    for fast, slow in zip(*results):
+        torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-4)
+
+
+def test_gather_mode_auto_samples_first_only_for_large_pyramids():
+    official = StructuralDeformableAttention(8, 256, 8, 3, 4)
+    assert official.samples_first(8 * 8 + 16 * 16 + 32 * 32, 70)  # official size
+    cpu = StructuralDeformableAttention(4, 128, 8, 3, 4)
+    assert not cpu.samples_first(4 * 4 + 8 * 8 + 16 * 16, 70)  # CPU recipe
+    assert StructuralDeformableAttention(2, 32, 4, 3, 2, gather_mode='sample_first') \
+        .samples_first(1, 1000)
+    with pytest.raises(ValueError, match='gather_mode'):
+        StructuralDeformableAttention(2, gather_mode='fast')
 
 
 def test_side_heads_see_their_neighbours():
