@@ -18,10 +18,10 @@ Two orders compute the same function (the value projection is linear, bilinear s
 * sample first (``bilinear_gather``): the raw ``C``-channel rows are gathered once per internal
   head (``N * Lq * H*M * L*P*4 * C`` row reads) and only the ``[H*M, N*Lq, C]`` sums projected.
 
-``gather_mode='auto'`` samples first when ``S * C > 2.5 * Lq * M * L * P * 4`` (the pyramid is
-large next to the samples drawn from it): on CPU that was 3.2x faster at the official size
-(256 ch, 8 side heads, 8/16/32 levels, 70 keypoints) and 1.4x slower for the 128-channel
-4/8/16 pyramid of the CPU recipe; the crossover measured between ratios 1.6 and 3.2
+``gather_mode='auto'`` samples first when ``r = S * C / (Lq * M * L * P * 4) > 2.5`` (the pyramid
+is large next to the samples drawn from it). Measured on CPU (fwd+bwd): r = 12.8 at the official
+size (256 ch, 8 side heads, 8/16/32 levels, 70 keypoints), sample first 3.2x faster; r = 6.4 and
+3.2: 1.6x and 1.5x faster; r = 1.6 (the CPU recipe's 128-channel 4/8/16 pyramid): 1.4x slower
 (``benchmarks/bench_structural_attention.py``). With mmcv's CUDA kernel: always project first.
 Coordinates: normalised ``(x, y)`` of the crop, ``align_corners=False`` (see ``ms_deform_attn``).
 """
