@@ -27,8 +27,9 @@ def _gather(value, loc, weights):
     q = loc.shape[1]
     # table rows: one C-channel row per (item, position, head): heads become the group axis
     table = value.permute(2, 0, 1, 3).reshape(m * n * s, c)
-    index, weight = bilinear_corners(loc.permute(2, 0, 1, 3, 4, 5), weights.permute(2, 0, 1, 3, 4),
-                                     SHAPES, s)
+    pixels = loc * SHAPES.flip(-1)[:, None].to(loc.dtype) - 0.5  # normalised -> pixel centres
+    index, weight = bilinear_corners(pixels.permute(2, 0, 1, 3, 4, 5),
+                                     weights.permute(2, 0, 1, 3, 4), SHAPES, s)
     index = index + (torch.arange(m) * n * s).repeat_interleave(n * q)[:, None].to(index.dtype)
     out = weighted_row_sum(index, table, weight)  # [M*N*Q, C]
     return out.view(m, n, q, c).permute(1, 2, 0, 3).reshape(n, q, m * c)
@@ -56,7 +57,7 @@ def test_fully_outside_points_read_zero():
 
 def test_corner_weights_are_the_bilinear_ones():
     """One 2x2 level, the point between all four pixel centres: four rows of weight 1/4."""
-    loc = torch.tensor([0.5, 0.5]).view(1, 1, 1, 1, 1, 2)
+    loc = torch.tensor([0.5, 0.5]).view(1, 1, 1, 1, 1, 2)  # pixels: normalised (0.5, 0.5)
     index, weight = bilinear_corners(loc, torch.ones(1, 1, 1, 1, 1), torch.tensor([[2, 2]]), 4)
     assert index.tolist() == [[0, 1, 2, 3]]
     torch.testing.assert_close(weight, torch.full((1, 4), 0.25))

@@ -19,6 +19,8 @@ official size; see ``benchmarks/bench_structural_attention.py``).
 Coordinates follow ``ms_deform_attn``: normalised ``(x, y)`` with ``align_corners=False``, so
 pixel ``i`` of a ``W``-wide level covers ``[i / W, (i + 1) / W)`` and its centre is at
 ``(i + 0.5) / W``; samples beyond the border read zeros (``grid_sample(padding_mode='zeros')``).
+:func:`bilinear_corners` takes *pixel* coordinates ``x * W_l - 0.5`` (pixel centres at integers),
+which deformable attention gets with one add (its offsets are already in pixels of each level).
 """
 from typing import Tuple
 
@@ -28,14 +30,15 @@ import torch.nn.functional as F
 __all__ = ['bilinear_corners', 'weighted_row_sum']
 
 
-def bilinear_corners(locations: torch.Tensor, weights: torch.Tensor,
+def bilinear_corners(pixels: torch.Tensor, weights: torch.Tensor,
                      spatial_shapes: torch.Tensor,
                      rows_per_item: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """Rows and weights of attention-weighted bilinear sampling.
 
     Args:
-        locations: ``[G, N, Q, L, P, 2]`` normalised ``(x, y)`` (any leading ``G`` groups, e.g.
-            heads; ``N`` batch items; ``Q`` queries; ``L`` levels; ``P`` points per level).
+        pixels: ``[G, N, Q, L, P, 2]`` ``(x, y)`` in pixels of each level, pixel centres at
+            integers: ``x = x_normalised * W_l - 0.5`` (any leading ``G`` groups, e.g. heads;
+            ``N`` batch items; ``Q`` queries; ``L`` levels; ``P`` points per level).
         weights: ``[G, N, Q, L, P]`` attention weights.
         spatial_shapes: LongTensor ``[L, 2]`` of ``(H_l, W_l)``; levels are concatenated in this
             order inside each batch item's ``rows_per_item = sum_l H_l * W_l`` rows.
@@ -43,26 +46,23 @@ def bilinear_corners(locations: torch.Tensor, weights: torch.Tensor,
 
     Returns:
         ``(index, weight)``, both ``[G * N * Q, L * P * 4]`` (bags ordered ``(g, n, q)``): int32
-        (int64 beyond 2**31 rows) row indices into the ``[N * S, C]`` table and their weights. Corners outside their level
-        get weight 0 (their index is some valid row). Gradients flow to ``locations`` (through the bilinear
-        fractions, exactly as ``grid_sample``'s) and to ``weights``.
+        (int64 beyond 2**31 rows) row indices into the ``[N * S, C]`` table and their weights.
+        Corners outside their level get weight 0 (their index is some valid row). Gradients flow
+        to ``pixels`` (through the bilinear fractions, as ``grid_sample``'s) and to ``weights``.
     """
-    if locations.shape[:-1] != weights.shape or locations.shape[-1] != 2:
-        raise ValueError(f'locations {tuple(locations.shape)} must be weights '
+    if pixels.shape[:-1] != weights.shape or pixels.shape[-1] != 2:
+        raise ValueError(f'pixels {tuple(pixels.shape)} must be weights '
                          f'{tuple(weights.shape)} + (2,)')
-    g, n, q, nl, p, _ = locations.shape
+    g, n, q, nl, p, _ = pixels.shape
     if spatial_shapes.shape != (nl, 2):
         raise ValueError(f'spatial_shapes {tuple(spatial_shapes.shape)} must be ({nl}, 2)')
     # int32 rows when they fit (half the index traffic; embedding_bag takes either)
     index_dtype = torch.int32 if n * rows_per_item < 2**31 else torch.long
-    shapes = spatial_shapes.to(device=locations.device, dtype=index_dtype)
+    shapes = spatial_shapes.to(device=pixels.device, dtype=index_dtype)
     heights, widths = shapes[:, 0, None], shapes[:, 1, None]  # [L, 1], broadcast over P
     sizes = shapes.prod(1)
     starts = (sizes.cumsum(0) - sizes)[:, None]
-    # per axis (unbind, not select: one cheap backward); pixel centres at integer coordinates
-    px, py = locations.unbind(-1)
-    px = px * widths.to(px.dtype) - 0.5
-    py = py * heights.to(py.dtype) - 0.5
+    px, py = pixels.unbind(-1)  # unbind, not select: one cheap backward
     x0f, y0f = px.detach().floor(), py.detach().floor()
     fx, fy = px - x0f, py - y0f
     x0, y0 = x0f.to(index_dtype), y0f.to(index_dtype)
@@ -72,7 +72,7 @@ def bilinear_corners(locations: torch.Tensor, weights: torch.Tensor,
     wx = torch.stack((1 - fx, fx), -1) * in_x.to(fx.dtype)
     wy = torch.stack((1 - fy, fy), -1) * in_y.to(fy.dtype) * weights[..., None]
     weight = (wy[..., :, None] * wx[..., None, :]).reshape(g * n * q, nl * p * 4)
-    item = torch.arange(n, device=locations.device, dtype=index_dtype) * rows_per_item
+    item = torch.arange(n, device=pixels.device, dtype=index_dtype) * rows_per_item
     item = item.view(1, n, 1, 1, 1)
     top_left = item + starts + y0 * widths + x0  # [G, N, Q, L, P]
     step = torch.stack((torch.zeros_like(widths), torch.ones_like(widths), widths, widths + 1),

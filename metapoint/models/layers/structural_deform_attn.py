@@ -152,12 +152,11 @@ class StructuralDeformableAttention(nn.Module):
         offsets = offsets.view(n, lq, hh, m, nl, p, 2)
         logits = F.linear(query, *self._concatenated('attention_weights'))
         weights = F.softmax(logits.view(n, lq, g, nl * p), -1).view(n, lq, g, nl, p)
-        normalizer = torch.stack([spatial_shapes[..., 1], spatial_shapes[..., 0]], -1)
-        locations = reference_points[:, :, :, None, None, None, :] \
-            + offsets / normalizer[None, None, None, None, :, None, :]
-        locations = locations.view(n, lq, g, nl, p, 2)
+        wh = spatial_shapes.flip(-1).to(query.dtype)[:, None]  # [L, 1, 2] as (W_l, H_l)
+        refs = reference_points[:, :, :, None, None, None, :]  # [N, Lq, H, 1, 1, 1, 2]
         if cuda_kernel_applicable(value, self.use_cuda_kernel):
             # project, then sample: H*M internal heads of D channels, [N, S, H*M, D] for the kernel
+            locations = (refs + offsets / wh).view(n, lq, g, nl, p, 2)
             values = F.linear(value, w_v, b_v).view(n, s, g, d)
             out = multi_scale_deformable_attn(values, spatial_shapes, locations, weights,
                                               level_start_index, self.attn_layers[0].im2col_step,
@@ -167,7 +166,8 @@ class StructuralDeformableAttention(nn.Module):
             # sample, then project (bilinear_gather): the raw C-channel rows are gathered once
             # per internal head and the [H*M, N*Lq, C] sums projected to D channels each;
             # bags in (n, q, g) order: no permuting copy, and each item's rows stay in cache
-            index, weight = bilinear_corners(locations.view(1, n, lq * g, nl, p, 2),
+            pixels = refs * wh - 0.5 + offsets  # offsets are in pixels of each level already
+            index, weight = bilinear_corners(pixels.view(1, n, lq * g, nl, p, 2),
                                              weights.view(1, n, lq * g, nl, p), spatial_shapes, s)
             sampled = weighted_row_sum(index, value.reshape(n * s, c), weight)  # [N*Lq*G, C]
             bias = weight.sum(-1).view(n * lq, g).t()[..., None] * b_v.view(g, 1, d)
@@ -177,6 +177,7 @@ class StructuralDeformableAttention(nn.Module):
         else:
             # project, then sample, channel-first (W @ value^T): each level is then a free view
             # [N*H*M, D, h, w] for grid_sample, no transposing copy of the [N, S, H*C] values
+            locations = (refs + offsets / wh).view(n, lq, g, nl, p, 2)
             values = torch.matmul(w_v, value.transpose(1, 2)) + b_v[:, None]  # [N, H*C, S]
             levels, start = [], 0
             for h, w in _level_sizes(spatial_shapes, s):
