@@ -182,3 +182,29 @@ def disable_dropout(model):
 def close_to_fixture(actual, expected, atol, name):
     """``actual`` within ``atol`` (absolute, no relative term) of a fixture tensor."""
     torch.testing.assert_close(actual, expected.to(actual.dtype), atol=atol, rtol=0, msg=name)
+
+
+OFFICIAL_FIXTURES = SHARED / 'fixtures' / 'official'
+
+
+def load_official_fixture(prefix: str):
+    """``(inputs, outputs)`` of ``{prefix}.inputs.pt`` / ``{prefix}.outputs.pt``."""
+    return tuple(torch.load(OFFICIAL_FIXTURES / f'{prefix}.{part}.pt', weights_only=True)
+                 for part in ('inputs', 'outputs'))
+
+
+def official_weights_model(config_path, converter: Callable, prefix: str):
+    """Our model from ``config_path`` carrying the converted rule-built official weights of
+    ``{prefix}.manifest.json`` (every key checked against the model), dropout disabled."""
+    from mmengine.config import Config
+
+    from metapoint.models.converters import check_against_model
+    from metapoint.registry import MODELS
+    from metapoint.utils import register_all_modules
+    register_all_modules()
+    net = MODELS.build(Config.fromfile(str(config_path)).model)
+    state = converter(rule_state_dict(OFFICIAL_FIXTURES / f'{prefix}.manifest.json'))
+    check_against_model(state, net.state_dict())
+    net.load_state_dict(state, strict=True)
+    disable_dropout(net)
+    return net

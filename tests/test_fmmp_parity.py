@@ -10,16 +10,14 @@ import sys
 
 import pytest
 import torch
-from mmengine.config import Config
 
 from metapoint.models.converters import (ConversionError, check_against_model,
                                          convert_fmmp_official)
-from metapoint.registry import MODELS
-from metapoint.utils import register_all_modules
-from tests.helpers import REPO, SHARED, disable_dropout, rule_state_dict
+from tests.helpers import (OFFICIAL_FIXTURES, REPO, load_official_fixture,
+                           official_weights_model, rule_state_dict)
 from tests.helpers import close_to_fixture as _close
 
-FIX = SHARED / 'fixtures' / 'official'
+FIX = OFFICIAL_FIXTURES
 pytestmark = pytest.mark.skipif(not (FIX / 'fmmp_s1.outputs.pt').is_file(),
                                 reason=f'{FIX} not present')
 CONFIG = REPO / 'configs' / 'fmmp' / 'fmmp_r50_1xb16_mp100-split1_1shot.py'
@@ -27,20 +25,12 @@ CONFIG = REPO / 'configs' / 'fmmp' / 'fmmp_r50_1xb16_mp100-split1_1shot.py'
 
 @pytest.fixture(scope='module')
 def official():
-    inputs = torch.load(FIX / 'fmmp_s1.inputs.pt', weights_only=True)
-    outputs = torch.load(FIX / 'fmmp_s1.outputs.pt', weights_only=True)
-    return inputs, outputs
+    return load_official_fixture('fmmp_s1')
 
 
 @pytest.fixture(scope='module')
 def model():
-    register_all_modules()
-    net = MODELS.build(Config.fromfile(str(CONFIG)).model)
-    state = convert_fmmp_official(rule_state_dict(FIX / 'fmmp_s1.manifest.json'))
-    check_against_model(state, net.state_dict())
-    net.load_state_dict(state, strict=True)
-    disable_dropout(net)
-    return net
+    return official_weights_model(CONFIG, convert_fmmp_official, 'fmmp_s1')
 
 
 def _batch(inputs):

@@ -6,16 +6,14 @@ config and fed the fixture inputs. Dropout is disabled (the fixtures neutralised
 """
 import pytest
 import torch
-from mmengine.config import Config
 
 from metapoint.models.converters import (ConversionError, check_against_model,
                                          convert_metapoint_official)
-from metapoint.registry import MODELS
-from metapoint.utils import register_all_modules
-from tests.helpers import REPO, SHARED, disable_dropout, rule_state_dict
+from tests.helpers import (OFFICIAL_FIXTURES, REPO, load_official_fixture,
+                           official_weights_model, rule_state_dict)
 from tests.helpers import close_to_fixture as _close
 
-FIX = SHARED / 'fixtures' / 'official'
+FIX = OFFICIAL_FIXTURES
 pytestmark = pytest.mark.skipif(not (FIX / 'metapoint_s1.outputs.pt').is_file(),
                                 reason=f'{FIX} not present')
 CONFIG = REPO / 'configs' / 'metapoint' / 'metapoint_r50_4xb16_mp100-split1_1shot.py'
@@ -23,21 +21,12 @@ CONFIG = REPO / 'configs' / 'metapoint' / 'metapoint_r50_4xb16_mp100-split1_1sho
 
 @pytest.fixture(scope='module')
 def official():
-    inputs = torch.load(FIX / 'metapoint_s1.inputs.pt', weights_only=True)
-    outputs = torch.load(FIX / 'metapoint_s1.outputs.pt', weights_only=True)
-    return inputs, outputs
+    return load_official_fixture('metapoint_s1')
 
 
 @pytest.fixture(scope='module')
 def model():
-    register_all_modules()
-    cfg = Config.fromfile(str(CONFIG))
-    net = MODELS.build(cfg.model)
-    state = convert_metapoint_official(rule_state_dict(FIX / 'metapoint_s1.manifest.json'))
-    check_against_model(state, net.state_dict())
-    net.load_state_dict(state, strict=True)
-    disable_dropout(net)
-    return net
+    return official_weights_model(CONFIG, convert_metapoint_official, 'metapoint_s1')
 
 
 def _batch(inputs):

@@ -154,15 +154,8 @@ class StructuralDeformableAttention(nn.Module):
         weights = F.softmax(logits.view(n, lq, g, nl * p), -1).view(n, lq, g, nl, p)
         wh = spatial_shapes.flip(-1).to(query.dtype)[:, None]  # [L, 1, 2] as (W_l, H_l)
         refs = reference_points[:, :, :, None, None, None, :]  # [N, Lq, H, 1, 1, 1, 2]
-        if cuda_kernel_applicable(value, self.use_cuda_kernel):
-            # project, then sample: H*M internal heads of D channels, [N, S, H*M, D] for the kernel
-            locations = (refs + offsets / wh).view(n, lq, g, nl, p, 2)
-            values = F.linear(value, w_v, b_v).view(n, s, g, d)
-            out = multi_scale_deformable_attn(values, spatial_shapes, locations, weights,
-                                              level_start_index, self.attn_layers[0].im2col_step,
-                                              self.use_cuda_kernel)  # [N, Lq, H*C]
-            out = out.view(n * lq, hh, c).transpose(0, 1)  # [H, N*Lq, C]
-        elif self.samples_first(s, lq):
+        kernel = cuda_kernel_applicable(value, self.use_cuda_kernel)
+        if not kernel and self.samples_first(s, lq):
             # sample, then project (bilinear_gather): the raw C-channel rows are gathered once
             # per internal head and the [H*M, N*Lq, C] sums projected to D channels each;
             # bags in (n, q, g) order: no permuting copy, and each item's rows stay in cache
@@ -175,15 +168,23 @@ class StructuralDeformableAttention(nn.Module):
                                 w_v.view(g, d, c).transpose(1, 2))  # [G, N*Lq, D]
             out = out.view(hh, m, n * lq, d).transpose(1, 2).reshape(hh, n * lq, c)
         else:
-            # project, then sample, channel-first (W @ value^T): each level is then a free view
-            # [N*H*M, D, h, w] for grid_sample, no transposing copy of the [N, S, H*C] values
+            # project, then sample: H*M internal heads of D channels each
             locations = (refs + offsets / wh).view(n, lq, g, nl, p, 2)
-            values = torch.matmul(w_v, value.transpose(1, 2)) + b_v[:, None]  # [N, H*C, S]
-            levels, start = [], 0
-            for h, w in _level_sizes(spatial_shapes, s):
-                levels.append(values[:, :, start:start + h * w].reshape(n * g, d, h, w))
-                start += h * w
-            out = sample_levels(levels, locations, weights)  # [N, Lq, H*C]
+            if kernel:  # mmcv's kernel wants the values as [N, S, H*M, D]
+                values = F.linear(value, w_v, b_v).view(n, s, g, d)
+                out = multi_scale_deformable_attn(values, spatial_shapes, locations, weights,
+                                                  level_start_index,
+                                                  self.attn_layers[0].im2col_step,
+                                                  self.use_cuda_kernel)  # [N, Lq, H*C]
+            else:
+                # channel-first (W @ value^T): each level is then a free view [N*H*M, D, h, w]
+                # for grid_sample, no transposing copy of the [N, S, H*C] values
+                values = torch.matmul(w_v, value.transpose(1, 2)) + b_v[:, None]  # [N, H*C, S]
+                levels, start = [], 0
+                for h, w in _level_sizes(spatial_shapes, s):
+                    levels.append(values[:, :, start:start + h * w].reshape(n * g, d, h, w))
+                    start += h * w
+                out = sample_levels(levels, locations, weights)  # [N, Lq, H*C]
             out = out.view(n * lq, hh, c).transpose(0, 1)  # [H, N*Lq, C]
         # head 0: its output projection; side heads: their output projections folded into the
         # projector, W_p [A_1; ...] = sum_h (W_p,h W_o,h) x_h + W_p,h b_o,h (fewer multiply-adds
