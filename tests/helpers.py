@@ -9,7 +9,10 @@ Shared data lives beside the clone (``<clone>/../shared``, as in CI); tests that
 from __future__ import annotations
 
 import copy
+import functools
+import io
 import json
+import lzma
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,12 +148,72 @@ def write_tiny_coco(root: Path, mutate: Optional[Callable[[dict], None]] = None,
 
 
 # ---------------------------------------------------------------------------- official fixtures
-def rule_state_dict(manifest_path, seed=20241122):
-    """The fixture README's deterministic weight rule, expression for expression."""
+#: numbers from the official MetaPoint / FMMP code, packed by tests/data/build_official_pack.py
+OFFICIAL_PACK = REPO / 'tests' / 'data' / 'official'
+#: the uncompressed source folder (optional, beside the clone): tests/test_official_pack.py
+#: checks the pack against it when present
+OFFICIAL_SOURCE = SHARED / 'fixtures' / 'official'
+
+
+@functools.lru_cache(maxsize=None)
+def _read_pack(name: str):
+    with lzma.open(OFFICIAL_PACK / name) as f:
+        return torch.load(io.BytesIO(f.read()), map_location='cpu', weights_only=True)
+
+
+def official_pack(name: str):
+    """A fresh copy of the packed file ``name`` (e.g. ``'functions.pt.xz'``); tests may mutate it."""
+    return copy.deepcopy(_read_pack(name))
+
+
+def load_official_functions() -> dict:
+    """The pure-function fixtures (deformable attention, PE, losses, padding, heatmaps)."""
+    return official_pack('functions.pt.xz')
+
+
+def official_manifest(prefix: str) -> list:
+    """``[key, shape, dtype]`` of every official state-dict entry of ``prefix`` (e.g.
+    ``'metapoint_s1'``), in state-dict order."""
+    return official_pack(f'{prefix}.pt.xz')['manifest']
+
+
+def load_official_fixture(prefix: str):
+    """``(inputs, outputs)`` of the official run ``prefix``, the shared images put back in the
+    layout each model's inputs had (MetaPoint ``img_s`` / ``img_q``, FMMP ``imgs`` [B, G, ...])."""
+    pack = official_pack(f'{prefix}.pt.xz')
+    images = _read_pack('images.pt.xz')
+    inputs = pack['inputs']
+    if prefix.startswith('metapoint'):
+        inputs['img_s'], inputs['img_q'] = [images['support'].clone()], images['query'].clone()
+    else:
+        inputs['imgs'] = torch.stack([images['support'], images['query']], 1)
+    return inputs, pack['outputs']
+
+
+def load_official_grads(prefix: str) -> dict:
+    """Official gradients of ``prefix``: ``info``, ``stats[key]`` (float64 sum / abs_sum / l2 /
+    ramp_sum / max_abs of every parameter) and ``grads[key]`` float32 full gradients of a subset,
+    restored from their packed form (float16 for prediction heads, int8 for the rest, both scaled
+    by max |g|: relative errors ~5e-4 and ~4e-3 of max |g|). ``precision[key]`` says which."""
+    pack = official_pack(f'{prefix}.grads.pt.xz')
+    grads, precision = {}, {}
+    for key, entry in pack['grads'].items():
+        if 'half' in entry:
+            grads[key], precision[key] = entry['half'].float() * entry['scale'], 'float16'
+        else:
+            grads[key] = entry['int8'].float() / 127 * entry['scale']
+            precision[key] = 'int8'
+    return dict(info=pack['info'], stats=pack['stats'], grads=grads, precision=precision)
+
+
+def rule_state_dict(manifest, seed=20241122):
+    """The official fixtures' deterministic weight rule, expression for expression: one
+    ``randn`` per tensor in state-dict order. ``manifest``: a prefix such as ``'metapoint_s1'``
+    or the ``[key, shape, dtype]`` list itself."""
     g = torch.Generator().manual_seed(seed)
     sd = {}
-    with open(manifest_path, encoding='utf-8') as f:
-        manifest = json.load(f)
+    if isinstance(manifest, str):
+        manifest = official_manifest(manifest)
     for key, shape, _ in manifest:
         leaf = key.split('.')[-1]
         if leaf == 'num_batches_tracked':
@@ -184,18 +247,9 @@ def close_to_fixture(actual, expected, atol, name):
     torch.testing.assert_close(actual, expected.to(actual.dtype), atol=atol, rtol=0, msg=name)
 
 
-OFFICIAL_FIXTURES = SHARED / 'fixtures' / 'official'
-
-
-def load_official_fixture(prefix: str):
-    """``(inputs, outputs)`` of ``{prefix}.inputs.pt`` / ``{prefix}.outputs.pt``."""
-    return tuple(torch.load(OFFICIAL_FIXTURES / f'{prefix}.{part}.pt', weights_only=True)
-                 for part in ('inputs', 'outputs'))
-
-
 def official_weights_model(config_path, converter: Callable, prefix: str):
     """Our model from ``config_path`` carrying the converted rule-built official weights of
-    ``{prefix}.manifest.json`` (every key checked against the model), dropout disabled."""
+    ``prefix`` (every key checked against the model), dropout disabled."""
     from mmengine.config import Config
 
     from metapoint.models.converters import check_against_model
@@ -203,7 +257,7 @@ def official_weights_model(config_path, converter: Callable, prefix: str):
     from metapoint.utils import register_all_modules
     register_all_modules()
     net = MODELS.build(Config.fromfile(str(config_path)).model)
-    state = converter(rule_state_dict(OFFICIAL_FIXTURES / f'{prefix}.manifest.json'))
+    state = converter(rule_state_dict(prefix))
     check_against_model(state, net.state_dict())
     net.load_state_dict(state, strict=True)
     disable_dropout(net)

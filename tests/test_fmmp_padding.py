@@ -1,26 +1,22 @@
 """FMMP keypoint padding (eqdiv / mixup / zero) and the BFS neighbour table (METHODS.md 4.5, 4.6)."""
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from tests.helpers import MP100_MINI, require
+from tests.helpers import MP100_MINI, load_official_functions, require
 
 from metapoint.datasets.collate import episode_collate
 from metapoint.datasets.keypoint_padding_ops import (eqdiv_padding, mixup_padding,
                                                      structural_neighbours, zero_padding)
 from metapoint.datasets.transforms.keypoint_padding import KeypointPadding, StructuralNeighbours
 
-FIXTURE = Path('/work/shared/fixtures/official/functions.pt')
 CASES = ('small_all_nonzero', 'small_some_zero', 'small_kp_len_equals_Kc')
 
 
 @pytest.fixture(scope='module')
 def functions():
-    if not FIXTURE.exists():
-        pytest.skip(f'{FIXTURE} missing')
-    return torch.load(FIXTURE, weights_only=True)
+    return load_official_functions()
 
 
 def _run(kind, inp):

@@ -13,13 +13,10 @@ import torch
 
 from metapoint.models.converters import (ConversionError, check_against_model,
                                          convert_fmmp_official)
-from tests.helpers import (OFFICIAL_FIXTURES, REPO, load_official_fixture,
+from tests.helpers import (REPO, load_official_fixture,
                            official_weights_model, rule_state_dict)
 from tests.helpers import close_to_fixture as _close
 
-FIX = OFFICIAL_FIXTURES
-pytestmark = pytest.mark.skipif(not (FIX / 'fmmp_s1.outputs.pt').is_file(),
-                                reason=f'{FIX} not present')
 CONFIG = REPO / 'configs' / 'fmmp' / 'fmmp_r50_1xb16_mp100-split1_1shot.py'
 
 
@@ -84,7 +81,7 @@ def test_train_outputs_and_losses_match_official(model, official):
 
 
 def test_converter_rejects_unmapped_and_mismatched_keys(model):
-    state = rule_state_dict(FIX / 'fmmp_s1.manifest.json')
+    state = rule_state_dict('fmmp_s1')
     with pytest.raises(ConversionError, match='no mapping'):
         convert_fmmp_official(dict(state, **{'predictor.mystery.weight': torch.zeros(1)}))
     converted = convert_fmmp_official(state)
@@ -101,7 +98,7 @@ def test_converter_rejects_unmapped_and_mismatched_keys(model):
 def test_converter_cli(tmp_path):
     import argparse
     src = tmp_path / 'official.pth'
-    torch.save(dict(state_dict=rule_state_dict(FIX / 'fmmp_s1.manifest.json'),
+    torch.save(dict(state_dict=rule_state_dict('fmmp_s1'),
                     meta=dict(env=argparse.Namespace(mmcv='1.5.3'))), src)
     tool = [sys.executable, str(REPO / 'tools/model_converters/fmmp_official_to_ours.py'),
             str(src), str(tmp_path / 'ours.pth')]

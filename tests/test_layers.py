@@ -1,10 +1,9 @@
 """Shared layers: deformable attention, positional encoding, point ops, coordinate MLP.
 
-Official-parity cases come from ``shared/fixtures/official/functions.pt`` (outputs of the official
-code); the rest checks shapes, layouts and invariants against independent references.
+Official-parity cases come from the packed official function fixtures (tests/data/official,
+outputs of the official code); the rest checks shapes, layouts and invariants against independent references.
 """
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,16 +15,12 @@ from metapoint.models.layers import (MSDA_CUDA_AVAILABLE, MultiScaleDeformableAt
                                      level_start_index, multi_scale_deformable_attn,
                                      multi_scale_deformable_attn_pytorch, sample_point_features)
 
-FUNCTIONS_PT = (Path(__file__).resolve().parents[1].parent / 'shared' / 'fixtures' / 'official'
-                / 'functions.pt')
+from tests.helpers import load_official_functions
 
 
 @pytest.fixture(scope='module')
 def official():
-    if not FUNCTIONS_PT.exists():
-        pytest.skip(f'official function fixtures not found at {FUNCTIONS_PT} '
-                    '(expected <clone>/../shared/fixtures/official)')
-    return torch.load(FUNCTIONS_PT, weights_only=True)
+    return load_official_functions()
 
 
 def max_abs(a, b):

@@ -1,18 +1,15 @@
-"""MetaPoint matcher and losses against the official fixtures (functions.pt)."""
+"""MetaPoint matcher and losses against the official fixtures (packed official function fixtures)."""
 import pytest
 import torch
 
 from metapoint.models.losses import meta_point_losses, refine_losses
 from metapoint.models.task_modules import MetaPointAssigner, gather_by_assignment
-from tests.helpers import SHARED
-
-FIXTURE = SHARED / 'fixtures' / 'official' / 'functions.pt'
-pytestmark = pytest.mark.skipif(not FIXTURE.is_file(), reason=f'{FIXTURE} not present')
+from tests.helpers import load_official_functions
 
 
 @pytest.fixture(scope='module')
 def functions():
-    return torch.load(FIXTURE, weights_only=True)
+    return load_official_functions()
 
 
 def _matcher_inputs(m):

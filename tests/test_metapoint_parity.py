@@ -9,13 +9,10 @@ import torch
 
 from metapoint.models.converters import (ConversionError, check_against_model,
                                          convert_metapoint_official)
-from tests.helpers import (OFFICIAL_FIXTURES, REPO, load_official_fixture,
+from tests.helpers import (REPO, load_official_fixture,
                            official_weights_model, rule_state_dict)
 from tests.helpers import close_to_fixture as _close
 
-FIX = OFFICIAL_FIXTURES
-pytestmark = pytest.mark.skipif(not (FIX / 'metapoint_s1.outputs.pt').is_file(),
-                                reason=f'{FIX} not present')
 CONFIG = REPO / 'configs' / 'metapoint' / 'metapoint_r50_4xb16_mp100-split1_1shot.py'
 
 
@@ -47,7 +44,7 @@ def _batch(inputs):
 
 
 def test_converter_rejects_unmapped_and_mismatched_keys(model):
-    state = rule_state_dict(FIX / 'metapoint_s1.manifest.json')
+    state = rule_state_dict('metapoint_s1')
     with pytest.raises(ConversionError, match='no mapping'):
         convert_metapoint_official(dict(state, **{'strange.weight': torch.zeros(1)}))
     converted = convert_metapoint_official(state)
@@ -102,7 +99,7 @@ def test_converter_cli_needs_trust_for_pickled_meta(tmp_path):
     import sys
     src = tmp_path / 'official.pth'
     # mmcv 1.x checkpoints pickle objects in their meta; Namespace stands in for those
-    torch.save(dict(state_dict=rule_state_dict(FIX / 'metapoint_s1.manifest.json'),
+    torch.save(dict(state_dict=rule_state_dict('metapoint_s1'),
                     meta=dict(env=argparse.Namespace(mmcv='1.5.3'))), src)
     tool = [sys.executable, str(REPO / 'tools/model_converters/metapoint_official_to_ours.py'),
             str(src), str(tmp_path / 'ours.pth')]
