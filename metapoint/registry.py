@@ -6,6 +6,9 @@ transform registry is a child of mmpose's transform registry instead, so mmpose 
 transforms (``TopdownAffine``, ``GetBBoxCenterScale``, ...) can be named in a pipeline without a
 scope prefix. Only ``mmpose.datasets.transforms`` is ever imported from mmpose here: never
 ``mmpose.models`` / ``mmpose.visualization`` (they need compiled mmcv ops).
+
+Model configs built through :data:`MODELS` are checked against the constructor they name: a key
+the class does not take raises and lists the valid ones (:mod:`metapoint.utils.config_checks`).
 """
 from mmengine.registry import DATA_SAMPLERS as MMENGINE_DATA_SAMPLERS
 from mmengine.registry import DATASETS as MMENGINE_DATASETS
@@ -25,6 +28,8 @@ from mmengine.registry import VISUALIZERS as MMENGINE_VISUALIZERS
 from mmengine.registry import Registry
 from mmpose.registry import TRANSFORMS as MMPOSE_TRANSFORMS
 
+from metapoint.utils.config_checks import build_model_checked
+
 DATASETS = Registry('dataset', parent=MMENGINE_DATASETS, locations=['metapoint.datasets'])
 DATA_SAMPLERS = Registry(
     'data sampler', parent=MMENGINE_DATA_SAMPLERS, locations=['metapoint.datasets'])
@@ -32,7 +37,10 @@ TRANSFORMS = Registry(
     'transform', parent=MMPOSE_TRANSFORMS, locations=['metapoint.datasets.transforms'])
 FUNCTIONS = Registry('function', parent=MMENGINE_FUNCTIONS, locations=['metapoint.datasets'])
 
-MODELS = Registry('model', parent=MMENGINE_MODELS, locations=['metapoint.models'])
+#: model configs are checked against the constructor they name (unknown keys raise, listing
+#: the valid ones) before mmengine builds them
+MODELS = Registry('model', parent=MMENGINE_MODELS, build_func=build_model_checked,
+                  locations=['metapoint.models'])
 TASK_UTILS = Registry('task util', parent=MMENGINE_TASK_UTILS, locations=['metapoint.models'])
 MODEL_WRAPPERS = Registry(
     'model_wrapper', parent=MMENGINE_MODEL_WRAPPERS, locations=['metapoint.engine'])

@@ -339,5 +339,5 @@ def test_optional_similarity_aid_adds_loss_and_starts_at_the_peak():
     torch.testing.assert_close(out['points'][0], peaks, atol=1e-5, rtol=0)
     assert not torch.allclose(peaks, torch.full_like(peaks, 0.5))
     cfg.model.aux_heatmap_cfg = dict(levels=(-1,))
-    with pytest.raises(ValueError, match='unknown keys'):
+    with pytest.raises(ValueError, match='unknown key'):
         MODELS.build(cfg.model)

@@ -110,7 +110,7 @@ def test_metapoint_default_has_no_aux_loss_and_aux_adds_only_a_loss():
 
 
 def test_metapoint_aux_cfg_is_validated():
-    with pytest.raises(ValueError, match='unknown keys'):
+    with pytest.raises(ValueError, match='unknown key'):
         _model(dict(level=-1))
     with pytest.raises(ValueError, match='outside'):
         _model(dict(levels=(3,)))

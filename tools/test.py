@@ -16,8 +16,8 @@ from mmengine.dist import get_rank  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 from metapoint.evaluation import format_pck_table  # noqa: E402
-from metapoint.utils import (register_all_modules, setup_cpu_distributed,  # noqa: E402
-                             teardown_distributed)
+from metapoint.utils import (check_model_config, register_all_modules,  # noqa: E402
+                             setup_cpu_distributed, teardown_distributed)
 
 
 def parse_args(argv=None):
@@ -56,6 +56,7 @@ def main(argv=None):
     if args.amp:
         cfg.test_cfg = dict(cfg.get('test_cfg') or dict(type='TestLoop'), fp16=True)
     cfg.launcher = args.launcher
+    check_model_config(cfg)
     setup_cpu_distributed(cfg, args.launcher)
     runner = Runner.from_cfg(cfg)
     metrics = runner.test()

@@ -10,8 +10,8 @@ import torch  # noqa: E402
 from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from metapoint.utils import (register_all_modules, setup_cpu_distributed,  # noqa: E402
-                             teardown_distributed)
+from metapoint.utils import (check_model_config, register_all_modules,  # noqa: E402
+                             setup_cpu_distributed, teardown_distributed)
 
 
 def parse_args(argv=None):
@@ -76,6 +76,7 @@ def main(argv=None):
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
     cfg = merge_args(cfg, args)
+    check_model_config(cfg)
     setup_cpu_distributed(cfg, args.launcher)
     runner = Runner.from_cfg(cfg)
     runner.train()

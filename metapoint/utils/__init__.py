@@ -1,7 +1,9 @@
+from .config_checks import (UnknownConfigKeyError, check_model_config, merge_options)
 from .geometry import crop_to_image, crop_warp_matrix, image_to_crop
 from .setup_env import (allow_mmengine_checkpoint_globals, register_all_modules,
                         setup_cpu_distributed, teardown_distributed)
 
-__all__ = ['crop_to_image', 'crop_warp_matrix', 'image_to_crop',
+__all__ = ['UnknownConfigKeyError', 'check_model_config', 'merge_options',
+           'crop_to_image', 'crop_warp_matrix', 'image_to_crop',
            'allow_mmengine_checkpoint_globals', 'register_all_modules', 'setup_cpu_distributed',
            'teardown_distributed']

@@ -209,6 +209,8 @@ class TorchvisionResNet(BaseModule):
     Args:
         depth: 18, 34, 50, 101 or 152.
         out_indices: stages to return, 0..3 = ``layer1`` .. ``layer4`` (strides 4, 8, 16, 32).
+            Stages after the deepest one returned are not built (their checkpoint keys are
+            dropped with a note when pretrained weights are loaded).
         pretrained: local checkpoint path or None. Accepted formats: a torchvision state dict
             (its ``fc.*`` classifier is dropped with a note), a state dict of this class, or an
             mmengine / mmpose checkpoint whose ``state_dict`` holds ``backbone.``-prefixed keys.
@@ -257,16 +259,17 @@ class TorchvisionResNet(BaseModule):
         block, layers = self.arch_settings[depth]
         net = ResNet(block, list(layers))  # torchvision's default init happens here
         # Keep the feature-extraction submodules as direct children (flat torchvision keys).
+        # Only the stages up to the deepest returned one are kept: a stage that no output uses
+        # would get no gradient, which DDP refuses.
         self.conv1 = net.conv1
         self.bn1 = net.bn1
         self.relu = net.relu
         self.maxpool = net.maxpool
-        self.layer1 = net.layer1
-        self.layer2 = net.layer2
-        self.layer3 = net.layer3
-        self.layer4 = net.layer4
+        self.num_stages = max(out_indices) + 1
+        for name in self._layer_names[:self.num_stages]:
+            setattr(self, name, getattr(net, name))
         self._stage_channels = [64 * block.expansion * 2**i for i in range(4)]
-        del net  # fc / avgpool are not used
+        del net  # fc / avgpool and the stages after the deepest output are not used
 
         if pretrained is None:
             warn_random_init(f'TorchvisionResNet-{depth}')
@@ -290,11 +293,13 @@ class TorchvisionResNet(BaseModule):
         """Load a local checkpoint (see the class doc for the accepted formats)."""
         source = f'TorchvisionResNet-{self.depth} pretrained {os.fspath(path)!r}'
         state = select_backbone_state_dict(read_checkpoint_state_dict(path), source)
-        fc_keys = [k for k in state if k == 'fc' or k.startswith('fc.')]
-        if fc_keys:
-            print_log(f'{source}: dropping the ImageNet classifier keys {_list_keys(fc_keys)}',
-                      logger='current', level=logging.INFO)
-            state = {k: v for k, v in state.items() if k not in fc_keys}
+        unused = ('fc',) + self._layer_names[self.num_stages:]
+        dropped = [k for k in state if k.split('.')[0] in unused]
+        if dropped:
+            print_log(f'{source}: dropping {len(dropped)} tensors of parts this backbone does not '
+                      f'build (classifier, stages after layer{self.num_stages}): '
+                      f'{_list_keys(dropped)}', logger='current', level=logging.INFO)
+            state = {k: v for k, v in state.items() if k not in dropped}
         load_state_dict_checked(self, state, source)
         print_log(f'{source}: loaded {len(state)} tensors', logger='current', level=logging.INFO)
 
@@ -302,7 +307,8 @@ class TorchvisionResNet(BaseModule):
         if self.frozen_stages < 0:
             return
         frozen = [self.conv1, self.bn1]
-        frozen += [getattr(self, self._layer_names[i]) for i in range(self.frozen_stages)]
+        frozen += [getattr(self, name) for name in self._layer_names[:self.frozen_stages]
+                   if hasattr(self, name)]
         for m in frozen:
             m.eval()
             for p in m.parameters():
@@ -321,8 +327,7 @@ class TorchvisionResNet(BaseModule):
         """``x`` [B, 3, H, W] -> tuple of the ``out_indices`` stage outputs [B, C_i, H/s, W/s]."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         outs = {}
-        last = max(self.out_indices)
-        for i, name in enumerate(self._layer_names[:last + 1]):
+        for i, name in enumerate(self._layer_names[:self.num_stages]):
             x = getattr(self, name)(x)
             if i in self.out_indices:
                 outs[i] = x

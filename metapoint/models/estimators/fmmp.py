@@ -4,11 +4,10 @@ from typing import Dict, List, Optional
 import torch
 
 from metapoint.registry import MODELS
+from metapoint.utils.config_checks import merge_options
 from ..layers.point_ops import sample_point_features
 from ..losses import shot_mean_per_query, similarity_heatmap_loss, similarity_peak_points
 from .base import BaseCAPEEstimator
-
-AUX_KEYS = ('level', 'temperature', 'sigma', 'weight', 'init_points', 'init_radius')
 
 
 @MODELS.register_module()
@@ -57,13 +56,9 @@ class FMMP(BaseCAPEEstimator):
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.aux_heatmap_cfg = None
         if aux_heatmap_cfg is not None:
-            unknown = set(aux_heatmap_cfg) - set(AUX_KEYS)
-            if unknown:
-                raise ValueError(f'aux_heatmap_cfg: unknown keys {sorted(unknown)}; '
-                                 f'allowed: {AUX_KEYS}')
-            self.aux_heatmap_cfg = dict(dict(level=-1, temperature=0.1, sigma=1.0, weight=1.0,
-                                             init_points=False, init_radius=1),
-                                        **aux_heatmap_cfg)
+            self.aux_heatmap_cfg = merge_options('FMMP aux_heatmap_cfg', dict(
+                level=-1, temperature=0.1, sigma=1.0, weight=1.0, init_points=False,
+                init_radius=1), aux_heatmap_cfg)
         self.backbone = MODELS.build(backbone)
         neck = dict(dict(type='TopDownPyramid', num_levels=3, out_channels=256), **(neck or {}))
         neck.setdefault('in_channels', self.backbone.out_channels)
@@ -72,7 +67,7 @@ class FMMP(BaseCAPEEstimator):
         predictor.setdefault('num_levels', neck['num_levels'])
         predictor.setdefault('embed_dims', neck['out_channels'])
         self.predictor = MODELS.build(predictor)
-        self.loss_cfg = dict(dict(mix_weight=0.5), **(loss_cfg or {}))
+        self.loss_cfg = merge_options('FMMP loss_cfg', dict(mix_weight=0.5), loss_cfg)
         self.max_kpt_num = max_kpt_num
 
     def extract_maps(self, imgs: torch.Tensor) -> List[torch.Tensor]:

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from metapoint.registry import MODELS
+from metapoint.utils.config_checks import merge_options
 from ..heads import HeatmapKeypointPooling
 from ..layers.joint_encoder import QueryMapEnhancer
 from ..layers.point_decoder import ProgressivePointDecoder
@@ -82,27 +83,24 @@ class MetaPoint(BaseCAPEEstimator):
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
-        meta_cfg = dict(dict(point_num=100, point_dim=256, asm_type='nbipart'), **(meta_cfg or {}))
-        arch_cfg = dict(dict(enhance_sk_w_meta='cat-qs', enhance_sk_on_q=True, res_layer_num=3,
-                             skfeat_layer_num=1, skfeat_layer_fusion='cat',
-                             train_gate_uses_query=True), **(arch_cfg or {}))
-        decoder_cfg = dict(dict(n_heads=4, d_ffn=256, n_points=4, ref_feat=True, self_att=True,
-                                iden_pos=True, coor_pos=True, dropout=0.1,
-                                mask_invalid_keys=False), **(decoder_cfg or {}))
-        enhancer_cfg = dict(dict(num_layers=3, num_heads=8, ffn_dims=2048, dropout=0.1),
-                            **(enhancer_cfg or {}))
-        self.loss_cfg = dict(dict(l1=1.0, vp=0.1, vn=0.005, meta=0.1, ref=1.0, aux=0.1),
-                             **(loss_cfg or {}))
+        meta_cfg = merge_options('MetaPoint meta_cfg', dict(
+            point_num=100, point_dim=256, asm_type='nbipart'), meta_cfg)
+        arch_cfg = merge_options('MetaPoint arch_cfg', dict(
+            enhance_sk_w_meta='cat-qs', enhance_sk_on_q=True, res_layer_num=3,
+            skfeat_layer_num=1, skfeat_layer_fusion='cat', train_gate_uses_query=True), arch_cfg)
+        decoder_cfg = merge_options('MetaPoint decoder_cfg', dict(
+            n_heads=4, d_ffn=256, n_points=4, ref_feat=True, self_att=True, iden_pos=True,
+            coor_pos=True, dropout=0.1, mask_invalid_keys=False), decoder_cfg)
+        enhancer_cfg = merge_options('MetaPoint enhancer_cfg', dict(
+            num_layers=3, num_heads=8, ffn_dims=2048, dropout=0.1), enhancer_cfg)
+        self.loss_cfg = merge_options('MetaPoint loss_cfg', dict(
+            l1=1.0, vp=0.1, vn=0.005, meta=0.1, ref=1.0, aux=0.1), loss_cfg)
         self.max_kpt_num = max_kpt_num
         self.aux_heatmap_cfg = None
         if aux_heatmap_cfg is not None:
-            unknown = set(aux_heatmap_cfg) - {'levels', 'temperature', 'sigma', 'weight',
-                                              'init_refine', 'init_radius'}
-            if unknown:
-                raise ValueError(f'aux_heatmap_cfg: unknown keys {sorted(unknown)}')
-            self.aux_heatmap_cfg = dict(
-                dict(levels=(-1,), temperature=0.1, sigma=1.0, weight=1.0, init_refine=False,
-                     init_radius=1), **aux_heatmap_cfg)
+            self.aux_heatmap_cfg = merge_options('MetaPoint aux_heatmap_cfg', dict(
+                levels=(-1,), temperature=0.1, sigma=1.0, weight=1.0, init_refine=False,
+                init_radius=1), aux_heatmap_cfg)
             for lvl in self.aux_heatmap_cfg['levels']:
                 if not -arch_cfg['res_layer_num'] <= lvl < arch_cfg['res_layer_num']:
                     raise ValueError(f'aux_heatmap_cfg level {lvl} outside the '
