@@ -4,7 +4,8 @@
 #   quickstart   generate the bundled synthetic MP-100 (if missing) and run the main job on it
 #   test         run the test suite
 #   synthetic    (re)generate the synthetic set: random categories [out dir] [extra args]
-#   synthetic-real  render the synthetic set from real MP-100 poses (needs an annotation folder)
+#   synthetic-real  render the synthetic set from real MP-100 poses: needs the val/test annotation
+#                files of the 5 splits in MP100_ANN_DIR (default data/mp100_annotations)
 #   supportcopy  SupportCopy (floor) evaluation: supportcopy <split 1-5> <shots 1|5> [data root]
 #   metapoint-train <split> <shots> [gpus]       MetaPoint official recipe on data/mp100
 #   metapoint-test <split> <shots> <ckpt> [gpus] evaluate a MetaPoint checkpoint
@@ -18,7 +19,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 PY=${PYTHON:-python}
 SYNTH_DIR=${SYNTH_DIR:-data/synthetic_mp100}
 SYNTH_REAL_DIR=${SYNTH_REAL_DIR:-data/synthetic_mp100_real}
-MP100_ANN_DIR=${MP100_ANN_DIR:-../shared/data/mp100_annotations}
+# folder holding mp100_split{1..5}_{val,test}.json (every *.json there is read: keep only those)
+MP100_ANN_DIR=${MP100_ANN_DIR:-data/mp100_annotations}
 
 install() {
   local pip="$PY -m pip install --disable-pip-version-check"
@@ -44,6 +46,17 @@ synthetic() {
 
 synthetic_real() {
   local out=${1:-$SYNTH_REAL_DIR}; shift || true
+  local missing="" split subset
+  for split in 1 2 3 4 5; do for subset in val test; do
+    [ -f "$MP100_ANN_DIR/mp100_split${split}_${subset}.json" ] || \
+      missing="$missing mp100_split${split}_${subset}.json"
+  done; done
+  if [ -n "$missing" ]; then
+    echo "synthetic-real: MP100_ANN_DIR=$MP100_ANN_DIR lacks the MP-100 annotation files:$missing" >&2
+    echo "  put the val and test files of the 5 splits there, or point MP100_ANN_DIR at a folder" >&2
+    echo "  holding them (docs/synthetic_data.md)" >&2
+    return 1
+  fi
   $PY tools/dataset_converters/make_synthetic_mp100.py --out "$out" --source mp100 \
     --mp100-ann-dir "$MP100_ANN_DIR" --img-size 128 --seed 0 --workers 2 "$@"
 }

@@ -1,7 +1,8 @@
 """End-to-end engine tests: tools/train.py, resume, 2-process gloo DDP, tools/test.py.
 
 The runs use the tiny test estimator (tests/fixtures/tiny_estimator.py) on mp100_mini at 64x64,
-so every run takes a few seconds on 2 CPU cores.
+so every run takes a few seconds on 2 CPU cores. The configs name ``data/mp100_mini``; every run
+passes the real location (``tests.helpers.MP100_MINI``) with ``--cfg-options``.
 """
 import json
 import os
@@ -13,12 +14,19 @@ from pathlib import Path
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / 'shared'
-MINI = SHARED / 'data' / 'mp100_mini'
+from tests.helpers import MP100_MINI, REPO
+
 TINY_CFG = 'tests/fixtures/tiny_mini.py'
 
-pytestmark = pytest.mark.skipif(not MINI.is_dir(), reason=f'{MINI} not present')
+
+def mini_root(loaders=('train', 'val', 'test')) -> list:
+    """``--cfg-options`` values pointing the given dataloaders of a mp100_mini config at the data."""
+    return [f'{loader}_dataloader.dataset.data_root={MP100_MINI}' for loader in loaders]
+
+
+MINI_ROOT = mini_root()
+
+pytestmark = pytest.mark.skipif(not MP100_MINI.is_dir(), reason=f'{MP100_MINI} not present')
 
 
 def _env():
@@ -59,7 +67,8 @@ def _metrics(work_dir: Path) -> dict:
 def single_run(tmp_path_factory):
     """Two epochs in one process; checkpoints after each epoch; validation after epoch 2."""
     work = tmp_path_factory.mktemp('single')
-    _run([sys.executable, 'tools/train.py', TINY_CFG, '--work-dir', str(work)])
+    _run([sys.executable, 'tools/train.py', TINY_CFG, '--work-dir', str(work),
+          '--cfg-options', *MINI_ROOT])
     return work
 
 
@@ -97,7 +106,7 @@ def test_resume_reproduces_uninterrupted_run(single_run, tmp_path):
     resumed.mkdir()
     # resume from the epoch-1 checkpoint of the uninterrupted run
     _run([sys.executable, 'tools/train.py', TINY_CFG, '--work-dir', str(resumed), '--resume',
-          str(single_run / 'epoch_1.pth')])
+          str(single_run / 'epoch_1.pth'), '--cfg-options', *MINI_ROOT])
     _assert_same_state(_load(single_run / 'epoch_2.pth'), _load(resumed / 'epoch_2.pth'))
     assert _metrics(resumed) == _metrics(single_run)
 
@@ -106,7 +115,7 @@ def test_two_process_gloo_matches_one_process(single_run, tmp_path):
     """2 ranks x batch 2 see the same episodes per step as 1 rank x batch 4."""
     work = tmp_path / 'dist'
     _run(['bash', 'tools/dist_train.sh', TINY_CFG, '2', '--work-dir', str(work),
-          '--cfg-options', 'train_dataloader.batch_size=2'],
+          '--cfg-options', 'train_dataloader.batch_size=2', *MINI_ROOT],
          env_extra={'PORT': str(_free_port())})
     _assert_same_state(_load(single_run / 'epoch_2.pth'), _load(work / 'epoch_2.pth'), atol=1e-6)
     one, two = _metrics(single_run), _metrics(work)
@@ -118,7 +127,8 @@ def test_two_process_gloo_matches_one_process(single_run, tmp_path):
 def test_test_tool_prints_table_and_writes_json(single_run, tmp_path):
     out = tmp_path / 'out' / 'metrics.json'
     proc = _run([sys.executable, 'tools/test.py', TINY_CFG, str(single_run / 'epoch_2.pth'),
-                 '--work-dir', str(tmp_path / 'test'), '--out', str(out)])
+                 '--work-dir', str(tmp_path / 'test'), '--out', str(out),
+                 '--cfg-options', *MINI_ROOT])
     assert 'PCK@0.2' in proc.stdout and 'Per-category PCK@0.2' in proc.stdout
     with open(out, encoding='utf-8') as f:
         saved = json.load(f)
@@ -131,9 +141,11 @@ def test_test_tool_prints_table_and_writes_json(single_run, tmp_path):
 
 def test_supportcopy_dist_test_matches_single(tmp_path):
     cfg = 'configs/support_copy/supportcopy_mini_1shot.py'
-    _run([sys.executable, 'tools/test.py', cfg, '--work-dir', str(tmp_path / 'one')])
-    _run(['bash', 'tools/dist_test.sh', cfg, 'none', '2', '--work-dir', str(tmp_path / 'two')],
-         env_extra={'PORT': str(_free_port())})
+    root = mini_root(('test', ))  # the SupportCopy config has no train dataloader
+    _run([sys.executable, 'tools/test.py', cfg, '--work-dir', str(tmp_path / 'one'),
+          '--cfg-options', *root])
+    _run(['bash', 'tools/dist_test.sh', cfg, 'none', '2', '--work-dir', str(tmp_path / 'two'),
+          '--cfg-options', *root], env_extra={'PORT': str(_free_port())})
     one, two = _metrics(tmp_path / 'one'), _metrics(tmp_path / 'two')
     assert one == two
     assert one['num_pairs'] == 500

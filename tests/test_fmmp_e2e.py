@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from tests.helpers import MP100_MINI
-from tests.test_engine import _load, _run
+from tests.test_engine import MINI_ROOT, _load, _run
 
 pytestmark = pytest.mark.skipif(not MP100_MINI.is_dir(), reason=f'{MP100_MINI} not present')
 CFG = 'tests/fixtures/fmmp_mini.py'
@@ -17,12 +17,13 @@ CFG = 'tests/fixtures/fmmp_mini.py'
 
 def test_fmmp_trains_and_evaluates_on_real_images(tmp_path):
     work = tmp_path / 'fmmp'
-    _run([sys.executable, 'tools/train.py', CFG, '--work-dir', str(work)])
+    _run([sys.executable, 'tools/train.py', CFG, '--work-dir', str(work), '--cfg-options',
+          *MINI_ROOT])
     ckpt = _load(work / 'epoch_2.pth')
     assert any(k.startswith('predictor.query_layers.1.deform_attn.attn_layers.1.')
                for k in ckpt['state_dict'])
     out = _run([sys.executable, 'tools/test.py', CFG, str(work / 'epoch_2.pth'),
-                '--work-dir', str(work / 'test')])
+                '--work-dir', str(work / 'test'), '--cfg-options', *MINI_ROOT])
     assert 'PCK@0.2' in out.stdout + out.stderr
     with open(work / 'test' / 'cape_metrics.json', encoding='utf-8') as f:
         metrics = json.load(f)['metrics']

@@ -1,7 +1,7 @@
 """MP100Dataset on real files: the MP-100 val/test annotations and mp100_mini (real photos).
 
-Counts asserted here were measured on the shared files (see ``shared/data/*/README.md``) and are
-explained: the loader keeps every annotation except the ones the official protocol drops, and
+Counts asserted here were measured on the shared test data (``tests.helpers.MP100_ANN_DIR`` and
+``MP100_MINI``) and are explained: the loader keeps every annotation except the ones the official protocol drops, and
 every drop is listed in ``dataset.report``.
 """
 import copy
@@ -57,7 +57,8 @@ HM = 64
 
 
 def official_bbox(bbox, img_w, img_h):
-    """METHODS.md 1.2, written out independently of the loader: [x1, y1, w', h'] or None."""
+    """docs/methods.md, instance loading, written out independently of the loader:
+    [x1, y1, w', h'] or None."""
     x, y, w, h = bbox
     x1, y1 = max(0.0, x), max(0.0, y)
     x2 = min(img_w - 1.0, x1 + max(0.0, w - 1.0))

@@ -14,12 +14,10 @@ from metapoint.datasets.synthetic import (MARKER_COLOURS, MARKER_POOL, RenderCon
                                           skeleton_index_base, skeleton_to_zero_indexed,
                                           support_copy_pck)
 
-REPO = Path(__file__).resolve().parents[1]
-MP100_DIR = next((p for p in (REPO.parent / 'shared/data/mp100_annotations',
-                              Path('/work/shared/data/mp100_annotations')) if p.is_dir()),
-                 Path('/work/shared/data/mp100_annotations'))
+from tests.helpers import MP100_ANN_DIR, REPO, require
+
 # split4 val holds category 18 ('face', EMPTY keypoint-name list, K = 19 from the annotations)
-MP100_FILE = MP100_DIR / 'mp100_split4_val.json'
+MP100_FILE = MP100_ANN_DIR / 'mp100_split4_val.json'
 SLICE_CATS = (1, 6, 18)
 
 
@@ -188,12 +186,10 @@ def test_official_split_table():
 # ----------------------------------------------------------------------------------------------
 # MP-100 source
 # ----------------------------------------------------------------------------------------------
-needs_mp100 = pytest.mark.skipif(not MP100_FILE.exists(), reason='MP-100 annotations absent')
-
-
 def _mp100_slice(folder, per_cat=5, one_indexed=False, duplicate=False):
-    """Write a small slice of a real MP-100 file (SLICE_CATS x per_cat annotations)."""
-    data = _load(MP100_FILE)
+    """Write a small slice of a real MP-100 file (SLICE_CATS x per_cat annotations); skips the
+    calling test when the shared annotations are absent."""
+    data = _load(require(MP100_FILE))
     anns = []
     for cid in SLICE_CATS:
         anns += [a for a in data['annotations'] if a['category_id'] == cid][:per_cat]
@@ -217,7 +213,6 @@ def _pairwise(p):
     return np.sqrt(((p[:, None] - p[None]) ** 2).sum(-1))
 
 
-@needs_mp100
 def test_mp100_source_keeps_real_layout(tmp_path):
     src = _mp100_slice(tmp_path / 'ann', duplicate=True)
     src_cats = {c['id']: c for c in src['categories']}
@@ -264,7 +259,6 @@ def test_mp100_source_keeps_real_layout(tmp_path):
     assert capped_src == first_two
 
 
-@needs_mp100
 def test_mp100_one_indexed_skeleton_converted(tmp_path):
     """Categories 1 and 6 become unambiguously 1-indexed (they use index K); category 18's
     shifted skeleton uses neither 0 nor K and follows the other categories of its file."""

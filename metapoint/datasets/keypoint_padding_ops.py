@@ -12,8 +12,8 @@ Shapes / conventions shared by every function here:
 
 The padding functions return ``(keypoints [k_max, 2], visible [k_max], new_skeleton)``; the output
 visibility keeps the dtype of the input ``visible``, and ``new_skeleton`` is a new list of
-``[a, b]`` lists: the original links followed by the chain links of the padded points (METHODS.md
-4.6, official ``pad_func.py``).
+``[a, b]`` lists: the original links followed by the chain links of the padded points
+(docs/methods.md, FMMP keypoint padding; official ``pad_func.py``).
 
 With an empty skeleton, ``eqdiv_padding`` and ``mixup_padding`` fall back to ``zero_padding`` (the
 official code crashes there, Q-F12).

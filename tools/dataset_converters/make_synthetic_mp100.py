@@ -5,7 +5,7 @@ Examples::
 
     python tools/dataset_converters/make_synthetic_mp100.py --out data/synthetic_mp100
     python tools/dataset_converters/make_synthetic_mp100.py --out data/synthetic_mp100_real \
-        --source mp100 --mp100-ann-dir ../shared/data/mp100_annotations --img-size 128 --workers 2
+        --source mp100 --mp100-ann-dir data/mp100_annotations --img-size 128 --workers 2
 
 See docs/synthetic_data.md for the output layout and the rendering design.
 """

@@ -1,4 +1,5 @@
-# MP-100 episodes: unified annotation file + official split category lists (METHODS.md section 1).
+# MP-100 episodes: unified annotation file + official split category lists
+# (docs/methods.md, MP-100 protocol).
 dataset_type = 'MP100Dataset'
 data_root = 'data/mp100'
 ann_file = 'annotations/unified_ann_file.json'

@@ -1,4 +1,5 @@
-# The schedule shared by the official MetaPoint / FMMP / CapeFormer recipes (METHODS.md):
+# The schedule shared by the official MetaPoint / FMMP / CapeFormer recipes
+# (docs/methods.md, official training recipes):
 # Adam, linear warmup over 1000 iterations from 0.001 x lr, x0.1 at epochs 160 and 180, 200 epochs.
 # Models override optim_wrapper.optimizer.lr (MetaPoint 5e-5, FMMP 1e-4, CapeFormer 1e-5).
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=200, val_interval=10)

@@ -37,8 +37,10 @@ class KeypointPadding(BaseTransform):
     random padding can share one draw between the supports and the query. Types:
 
     * ``'zero'``: padded slots stay at (0, 0) with visibility and weight 0 (CapeFormer, MetaPoint).
-    * ``'eqdiv'``: FMMP equal division of every link (METHODS.md 4.6, test default).
-    * ``'mixup'``: FMMP random interpolation on random links (METHODS.md 4.6, train default).
+    * ``'eqdiv'``: FMMP equal division of every link (docs/methods.md, FMMP keypoint
+      padding; test default).
+    * ``'mixup'``: FMMP random interpolation on random links (docs/methods.md, FMMP
+      keypoint padding; train default).
 
     Draws (eqdiv / mixup), ONE per episode, in the official order: ``lam ~ Beta(alpha, alpha)``
     [num], ``keep = random(num) < prob``, ``edge_ids ~ U{0..|E|-1}`` [num]. They come from

@@ -12,7 +12,7 @@ from .base import BaseCAPEEstimator
 
 @MODELS.register_module()
 class FMMP(BaseCAPEEstimator):
-    """FMMP estimator (METHODS.md section 4).
+    """FMMP estimator (docs/methods.md, FMMP).
 
     1. Backbone (stages 2-4) + :class:`TopDownPyramid` -> 3 levels, deepest first.
     2. :class:`RecurrentFGSAPredictor` alternates support mining and query decoding; every layer
@@ -122,7 +122,7 @@ class FMMP(BaseCAPEEstimator):
         return out['points'][-1].view(b, q, *out['points'][-1].shape[1:])
 
     def loss(self, inputs, data_samples) -> Dict[str, torch.Tensor]:
-        """``l1_loss_real`` / ``l1_loss_mix`` (METHODS 4.7): for every query,
+        """``l1_loss_real`` / ``l1_loss_mix`` (docs/methods.md, FMMP loss): for every query,
         ``sum_l sum_k w_k r_k |p^l_k - y_k|_1 / max(sum_k w_k r_k, 0.1)`` averaged over queries,
         with r_k = [k < K_c] (real) or 1 - r_k (padded, times ``mix_weight``); w = the query's
         keypoint weights after padding (query visibility only, official Q-F15)."""

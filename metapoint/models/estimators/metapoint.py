@@ -30,7 +30,7 @@ def parse_enhance(spec: str):
 
 @MODELS.register_module()
 class MetaPoint(BaseCAPEEstimator):
-    """MetaPoint estimator (METHODS.md section 3).
+    """MetaPoint estimator (docs/methods.md, MetaPoint).
 
     Pipeline per episode (B episodes, S shots, Q queries, K slots, M meta-points, L layers):
 

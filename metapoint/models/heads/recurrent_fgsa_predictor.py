@@ -30,7 +30,9 @@ class _JointEncoder(nn.Module):
 
 @MODELS.register_module()
 class RecurrentFGSAPredictor(nn.Module):
-    """Keypoint embeddings mined alternately on the supports and on the query (METHODS 4.2-4.4).
+    """Keypoint embeddings mined alternately on the supports and on the query.
+
+    See docs/methods.md, FMMP pyramid and initial state / FMMP recurrent mining loop.
 
     Shapes: B episodes, S shots, Q queries per episode, K slots, C channels, L levels.
     Initial state: embedding ``E`` = visibility-weighted mean over shots of the support pyramid
@@ -43,7 +45,7 @@ class RecurrentFGSAPredictor(nn.Module):
     3. query mining ``E = query_layers[l](E, ...)`` at the current points, with the LAST shot's
        BFS table (official quirk Q-F4: the query's own table would need its ground truth);
     4. ``z_l = z_{l-1}.detach() + kpt_branch[l](E)``, points ``sigmoid(z_l)`` (no re-clamping of
-       the logit, official F4), detached before the next layer.
+       the logit, as officially), detached before the next layer.
 
     Args:
         num_layers: recurrent layers (3). embed_dims: C (256). num_heads / num_points /

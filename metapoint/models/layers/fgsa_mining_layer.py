@@ -1,4 +1,7 @@
-"""FMMP's FGSA mining layer, shared by the support encoder and the query decoder (METHODS 4.3)."""
+"""FMMP's FGSA mining layer, shared by the support encoder and the query decoder.
+
+See docs/methods.md, FMMP mining layer.
+"""
 from typing import Optional
 
 import torch

@@ -15,7 +15,8 @@ ASSIGN_MODES = ('nbipart', 'bipart')
 class MetaPointAssigner:
     """Match the M meta-points of the supports to the K keypoint slots.
 
-    Cost of meta-point m for slot k, per shot s, averaged over shots (METHODS.md 3.5):
+    Cost of meta-point m for slot k, per shot s, averaged over shots (docs/methods.md, MetaPoint
+    assignment):
 
         C_mk = l1 * w_k * mean_l relu(L1(P_l,m, y_k) - slack_l)
                - vp * w_k * log(sigma_m) - vn * (1 - w_k) * log(1 - sigma_m)
