@@ -247,6 +247,35 @@ def close_to_fixture(actual, expected, atol, name):
     torch.testing.assert_close(actual, expected.to(actual.dtype), atol=atol, rtol=0, msg=name)
 
 
+def metapoint_official_batch(inputs):
+    """MetaPoint fixture tensors (official collated batch) -> our (already normalised) inputs
+    and data_samples: supports ``[B, S, ...]``, query ``[B, 1, ...]``, keypoints / 256."""
+    metas = inputs['img_metas']
+    s_kpts = torch.stack([torch.stack([torch.as_tensor(m['sample_joints_3d'][s])[:, :2]
+                                       for m in metas]) for s in range(len(inputs['img_s']))], 1)
+    q_kpts = torch.stack([torch.as_tensor(m['query_joints_3d'])[:, :2] for m in metas])
+    x = dict(support_imgs=torch.stack(inputs['img_s'], 1), query_imgs=inputs['img_q'][:, None])
+    samples = dict(
+        support_keypoints=(s_kpts / 256).float(),
+        support_keypoint_weights=torch.stack(inputs['target_weight_s'], 1)[..., 0],
+        support_heatmaps=torch.stack(inputs['target_s'], 1),
+        query_keypoints=(q_kpts / 256).float()[:, None],
+        query_keypoint_weights=inputs['target_weight_q'][:, None, :, 0],
+        query_heatmaps=inputs['target_q'][:, None])
+    return x, samples
+
+
+def fmmp_official_batch(inputs):
+    """FMMP fixture tensors ([B, G] with the query last) -> our inputs and data_samples."""
+    imgs, pts, vis = inputs['imgs'], inputs['points'], inputs['visibles'].float()
+    x = dict(support_imgs=imgs[:, :-1], query_imgs=imgs[:, -1:])
+    samples = dict(support_keypoints=pts[:, :-1], query_keypoints=pts[:, -1:],
+                   support_keypoint_weights=vis[:, :-1], query_keypoint_weights=vis[:, -1:],
+                   support_neighbour_idx=inputs['headwise_refpoint_idxs'][:, :-1, 0],
+                   num_kpts=inputs['category_keypoint_num'])
+    return x, samples
+
+
 def official_weights_model(config_path, converter: Callable, prefix: str):
     """Our model from ``config_path`` carrying the converted rule-built official weights of
     ``prefix`` (every key checked against the model), dropout disabled."""

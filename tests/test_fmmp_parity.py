@@ -16,6 +16,7 @@ from metapoint.models.converters import (ConversionError, check_against_model,
 from tests.helpers import (REPO, load_official_fixture,
                            official_weights_model, rule_state_dict)
 from tests.helpers import close_to_fixture as _close
+from tests.helpers import fmmp_official_batch as _batch
 
 CONFIG = REPO / 'configs' / 'fmmp' / 'fmmp_r50_1xb16_mp100-split1_1shot.py'
 
@@ -28,17 +29,6 @@ def official():
 @pytest.fixture(scope='module')
 def model():
     return official_weights_model(CONFIG, convert_fmmp_official, 'fmmp_s1')
-
-
-def _batch(inputs):
-    """Fixture tensors ([B, G] with the query last) -> our inputs and data_samples."""
-    imgs, pts, vis = inputs['imgs'], inputs['points'], inputs['visibles'].float()
-    x = dict(support_imgs=imgs[:, :-1], query_imgs=imgs[:, -1:])
-    samples = dict(support_keypoints=pts[:, :-1], query_keypoints=pts[:, -1:],
-                   support_keypoint_weights=vis[:, :-1], query_keypoint_weights=vis[:, -1:],
-                   support_neighbour_idx=inputs['headwise_refpoint_idxs'][:, :-1, 0],
-                   num_kpts=inputs['category_keypoint_num'])
-    return x, samples
 
 
 def test_eval_outputs_match_official(model, official):

@@ -12,6 +12,7 @@ from metapoint.models.converters import (ConversionError, check_against_model,
 from tests.helpers import (REPO, load_official_fixture,
                            official_weights_model, rule_state_dict)
 from tests.helpers import close_to_fixture as _close
+from tests.helpers import metapoint_official_batch as _batch
 
 CONFIG = REPO / 'configs' / 'metapoint' / 'metapoint_r50_4xb16_mp100-split1_1shot.py'
 
@@ -24,23 +25,6 @@ def official():
 @pytest.fixture(scope='module')
 def model():
     return official_weights_model(CONFIG, convert_metapoint_official, 'metapoint_s1')
-
-
-def _batch(inputs):
-    """Fixture tensors -> our (already normalised) inputs and data_samples."""
-    metas = inputs['img_metas']
-    s_kpts = torch.stack([torch.stack([torch.as_tensor(m['sample_joints_3d'][s])[:, :2]
-                                       for m in metas]) for s in range(len(inputs['img_s']))], 1)
-    q_kpts = torch.stack([torch.as_tensor(m['query_joints_3d'])[:, :2] for m in metas])
-    x = dict(support_imgs=torch.stack(inputs['img_s'], 1), query_imgs=inputs['img_q'][:, None])
-    samples = dict(
-        support_keypoints=(s_kpts / 256).float(),
-        support_keypoint_weights=torch.stack(inputs['target_weight_s'], 1)[..., 0],
-        support_heatmaps=torch.stack(inputs['target_s'], 1),
-        query_keypoints=(q_kpts / 256).float()[:, None],
-        query_keypoint_weights=inputs['target_weight_q'][:, None, :, 0],
-        query_heatmaps=inputs['target_q'][:, None])
-    return x, samples
 
 
 def test_converter_rejects_unmapped_and_mismatched_keys(model):
