@@ -1,7 +1,8 @@
 """Evaluate a CAPE model: ``python tools/test.py CONFIG [CHECKPOINT] [--work-dir DIR]``.
 
 Prints the PCK table and writes it (with per-category PCK@0.2 and the predictions in image
-pixels) as JSON to the work dir.
+pixels) as JSON to the work dir. Both say how many categories were evaluated out of how many the
+dataset was asked for (fewer with ``skip_incomplete_categories=True`` on partial data).
 """
 import argparse
 import json
@@ -61,14 +62,18 @@ def main(argv=None):
     runner = Runner.from_cfg(cfg)
     metrics = runner.test()
     if get_rank() == 0:
-        per_category = None
+        per_category = coverage = None
         for metric in runner.test_evaluator.metrics:
             per_category = getattr(metric, 'last_per_category', None) or per_category
-        print(format_pck_table(metrics, per_category))
+            coverage = getattr(metric, 'last_coverage', None) or coverage
+        print(format_pck_table(metrics, per_category, coverage))
         if args.out:
             os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
+            payload = dict(metrics=metrics, per_category=per_category)
+            if coverage is not None:
+                payload['categories'] = coverage
             with open(args.out, 'w', encoding='utf-8') as f:
-                json.dump(dict(metrics=metrics, per_category=per_category), f, indent=2)
+                json.dump(payload, f, indent=2)
     teardown_distributed()
     return metrics
 

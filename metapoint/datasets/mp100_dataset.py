@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-import json
 import os.path as osp
 from typing import Dict, List, Optional, Sequence, Union
 
@@ -18,7 +17,8 @@ from metapoint.registry import DATASETS, TRANSFORMS
 from .annotation_parsing import (AnnotationError, ParseReport, load_json, parse_categories,
                                  parse_instances)
 from .episodes import Episode, EpisodeError, draw_train_episodes, make_eval_episodes
-from .mp100_splits import MP100_SPLITS
+from .mp100_check import image_problem
+from .mp100_splits import resolve_class_ids
 
 
 class ImageLoadError(RuntimeError):
@@ -28,33 +28,6 @@ class ImageLoadError(RuntimeError):
 def build_pipeline(cfgs: Optional[Sequence]) -> Compose:
     """Compose transforms built from this package's registry (which falls back to mmpose's)."""
     return Compose([TRANSFORMS.build(c) if isinstance(c, dict) else c for c in (cfgs or [])])
-
-
-def resolve_class_ids(valid_class_ids, split: Optional[int], subset: Optional[str],
-                      split_file: Optional[str]) -> Optional[List[int]]:
-    """Category ids to load: explicit ids, or a split's subset from a split file / MP-100's table.
-
-    ``split_file`` may be ``{"split1": {"train": [...], ...}, ...}`` (our generator) or
-    ``{"train": [...], "test": [...]}`` (mp100_mini, used with ``split=None``).
-    """
-    if valid_class_ids is not None:
-        return [int(i) for i in valid_class_ids]
-    if subset is None:
-        if split is not None:
-            raise ValueError('split given without subset (train / val / test)')
-        return None
-    if split_file is not None:
-        with open(split_file, 'r', encoding='utf-8') as f:
-            table = json.load(f)
-        entry = table[f'split{split}'] if split is not None else table
-        if subset not in entry:
-            raise KeyError(f'{split_file}: no subset {subset!r} for split {split}')
-        return [int(i) for i in entry[subset]]
-    if split is None:
-        raise ValueError('subset given without split or split_file')
-    if int(split) not in MP100_SPLITS:
-        raise ValueError(f'MP-100 has splits 1..5, got {split}')
-    return list(MP100_SPLITS[int(split)][subset])
 
 
 @DATASETS.register_module()
@@ -87,6 +60,11 @@ class MP100Dataset(Dataset):
         insufficient_instances: 'error' or 'reduce' (see :func:`make_eval_episodes`).
         check_images: check at load time that every image file exists. Missing files are an error
             in test mode and a logged, counted skip in training.
+        skip_incomplete_categories: evaluate / train on the complete categories only: a category
+            with any missing or empty (0-byte) image file among its usable instances is dropped
+            as a whole (logged with ids and counts; ``metainfo['category_coverage']`` then tells
+            the metric how many categories were requested and which were skipped). Stat checks
+            only, no decoding. Needs ``check_images``.
         max_refetch: training only: how many times a failing image is replaced by another
             instance of the same category before giving up.
     """
@@ -111,6 +89,7 @@ class MP100Dataset(Dataset):
                  insufficient_instances: str = 'error',
                  test_mode: bool = False,
                  check_images: bool = True,
+                 skip_incomplete_categories: bool = False,
                  max_refetch: int = 10) -> None:
         super().__init__()
         self.data_root = data_root
@@ -132,8 +111,15 @@ class MP100Dataset(Dataset):
         self.episode_pipeline = build_pipeline(episode_pipeline)
         self.num_load_failures = 0
 
+        if skip_incomplete_categories and not check_images:
+            raise ValueError('skip_incomplete_categories needs check_images=True')
         class_ids = resolve_class_ids(valid_class_ids, split, subset, split_file)
         data = load_json(self.ann_file)
+        #: categories asked for (split / ids / the whole file), before any category is skipped
+        self.num_requested_categories = len(class_ids) if class_ids is not None \
+            else len(data['categories'])
+        #: category id -> number of its image files missing or empty (skip_incomplete_categories)
+        self.incomplete_categories: Dict[int, int] = {}
         self.report = ParseReport()
         self.categories = parse_categories(data, self.ann_file, class_ids, self.max_kpt_num,
                                            skeleton_index_base, skip_oversized_categories,
@@ -146,6 +132,8 @@ class MP100Dataset(Dataset):
         with contextlib.redirect_stdout(io.StringIO()):  # xtcocotools prints progress
             self.coco.createIndex()
         if check_images:
+            if skip_incomplete_categories:
+                self._skip_incomplete_categories()
             self._check_image_files()
         self.cat_to_indices: Dict[int, List[int]] = {c: [] for c in self.categories}
         for i, inst in enumerate(self.instances):
@@ -154,6 +142,7 @@ class MP100Dataset(Dataset):
         if empty:
             print_log(f'{self.ann_file}: categories without any usable instance (dropped): '
                       f'{empty}', logger='current', level=30)
+            self.report.skipped_categories.setdefault('no usable instance', []).extend(empty)
             for c in empty:
                 del self.cat_to_indices[c]
         if not self.cat_to_indices:
@@ -173,6 +162,32 @@ class MP100Dataset(Dataset):
             raise EpisodeError(f'{self.ann_file}: {e}') from e
 
     # ------------------------------------------------------------------ loading helpers
+    def _skip_incomplete_categories(self) -> None:
+        """Drop every category with a missing or empty image file (stat only), logged."""
+        bad: Dict[int, Dict[str, str]] = {}  # category -> {image path: problem}
+        images: Dict[int, set] = {}
+        status: Dict[str, Optional[str]] = {}
+        for inst in self.instances:
+            path, cid = inst['img_path'], inst['category_id']
+            if path not in status:
+                status[path] = image_problem(path)
+            images.setdefault(cid, set()).add(path)
+            if status[path] is not None:
+                bad.setdefault(cid, {})[path] = status[path]
+        if not bad:
+            return
+        bad = {c: bad[c] for c in self.categories if c in bad}  # category order
+        self.incomplete_categories = {c: len(v) for c, v in bad.items()}
+        self.report.skipped_categories.setdefault('image files missing or empty', []).extend(bad)
+        self.instances = [inst for inst in self.instances if inst['category_id'] not in bad]
+        for c in bad:
+            del self.categories[c]
+        detail = '; '.join(f'{c}: {len(v)} of {len(images[c])} image(s), first '
+                           f'{next(iter(v))} ({next(iter(v.values()))})' for c, v in bad.items())
+        print_log(f'{self.ann_file}: skip_incomplete_categories: skipped {len(bad)} of '
+                  f'{self.num_requested_categories} categories with missing or empty image '
+                  f'files: {list(bad)} ({detail})', logger='current', level=30)
+
     def _check_image_files(self) -> None:
         missing = [inst for inst in self.instances if not osp.isfile(inst['img_path'])]
         if not missing:
@@ -192,8 +207,18 @@ class MP100Dataset(Dataset):
 
     @property
     def metainfo(self) -> dict:
+        """Passed by mmengine's loops to the evaluator as ``dataset_meta``.
+
+        ``category_coverage``: ``requested`` (number of categories asked for), ``used`` (ids with
+        episodes) and ``skipped`` (reason -> ids), so the metric can say how many categories it
+        evaluated out of how many.
+        """
         return dict(categories={c: vars(r) for c, r in self.categories.items()},
-                    max_kpt_num=self.max_kpt_num)
+                    max_kpt_num=self.max_kpt_num,
+                    category_coverage=dict(
+                        requested=self.num_requested_categories,
+                        used=list(self.cat_to_indices),
+                        skipped={k: list(v) for k, v in self.report.skipped_categories.items()}))
 
     def __len__(self) -> int:
         return len(self.episodes)

@@ -4,7 +4,11 @@
 role ``'train'`` (70 ids), ``'val'`` (10 ids) or ``'test'`` (20 ids), in the official order
 (``cfg/info.py`` of the MetaPoint / FMMP code; episodes are drawn in this order). Within a split
 the three roles are disjoint; the five test lists are disjoint and together cover 1..100.
+:func:`resolve_class_ids` turns a config's ``valid_class_ids`` / ``split`` / ``subset`` /
+``split_file`` into the id list (used by the dataset and by the data checker).
 """
+import json
+from typing import List, Optional
 
 MP100_SPLITS = {
     1: {
@@ -68,3 +72,30 @@ MP100_SPLITS = {
         ],
     },
 }
+
+
+def resolve_class_ids(valid_class_ids, split: Optional[int], subset: Optional[str],
+                      split_file: Optional[str]) -> Optional[List[int]]:
+    """Category ids to load: explicit ids, or a split's subset from a split file / MP-100's table.
+
+    ``split_file`` may be ``{"split1": {"train": [...], ...}, ...}`` (our generator) or
+    ``{"train": [...], "test": [...]}`` (mp100_mini, used with ``split=None``).
+    """
+    if valid_class_ids is not None:
+        return [int(i) for i in valid_class_ids]
+    if subset is None:
+        if split is not None:
+            raise ValueError('split given without subset (train / val / test)')
+        return None
+    if split_file is not None:
+        with open(split_file, 'r', encoding='utf-8') as f:
+            table = json.load(f)
+        entry = table[f'split{split}'] if split is not None else table
+        if subset not in entry:
+            raise KeyError(f'{split_file}: no subset {subset!r} for split {split}')
+        return [int(i) for i in entry[subset]]
+    if split is None:
+        raise ValueError('subset given without split or split_file')
+    if int(split) not in MP100_SPLITS:
+        raise ValueError(f'MP-100 has splits 1..5, got {split}')
+    return list(MP100_SPLITS[int(split)][subset])

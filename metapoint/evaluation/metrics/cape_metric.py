@@ -70,14 +70,27 @@ def _render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return '\n'.join(out)
 
 
+def format_coverage(coverage: Dict[str, Any]) -> str:
+    """One line: ``Evaluated N of M categories`` and, when some were not, which and why."""
+    text = f'Evaluated {coverage["evaluated"]} of {coverage["total"]} categories'
+    missing = coverage.get('not_evaluated') or {}
+    if missing:
+        text += ' (not evaluated: ' + '; '.join(f'{reason}: {ids}'
+                                                for reason, ids in missing.items()) + ')'
+    return text
+
+
 def format_pck_table(metrics: Dict[str, Any],
-                     per_category: Optional[Dict[Any, dict]] = None) -> str:
+                     per_category: Optional[Dict[Any, dict]] = None,
+                     coverage: Optional[Dict[str, Any]] = None) -> str:
     """Readable text table of CAPE results.
 
     Args:
         metrics: the dict returned by :class:`CAPEMetric` (keys may carry an evaluator prefix
             such as ``'val/PCK@0.2'``; the part after the last ``/`` is used).
         per_category: optional ``{cat_id: {'PCK@0.2': x, 'num_pairs': n}}``; adds a second table.
+        coverage: optional :attr:`CAPEMetric.last_coverage`; adds the line
+            ``Evaluated N of M categories`` (with the ones not evaluated and why).
 
     Returns:
         str: PCK@t, mPCK, mPCK_5thr, AUC and NME as percentages with 2 decimals, EPE in pixels,
@@ -107,6 +120,8 @@ def format_pck_table(metrics: Dict[str, Any],
             headers.append(name)
             cells.append(str(int(m[key])))
     parts = []
+    if coverage:
+        parts.append(format_coverage(coverage))
     if headers:
         parts.append('CAPE results (PCK/mPCK/AUC/NME in %, EPE in pixels)')
         parts.append(_render_table(headers, [cells]))
@@ -152,6 +167,9 @@ class CAPEMetric(BaseMetric):
             kept) or ``'skip'`` (they are dropped from every average). They are always counted
             (``num_empty_pairs``) and reported in a warning.
         out_dir: if set, ``cape_metrics.json`` (and ``cape_predictions.json``) are written there.
+            When the dataset reports ``category_coverage`` in its metainfo (``MP100Dataset``),
+            the JSON's ``categories`` entry and the printed table state how many categories
+            were evaluated out of how many were requested (see :attr:`last_coverage`).
         save_predictions: write ``cape_predictions.json`` when ``out_dir`` is set.
         collect_device: ``'cpu'`` or ``'gpu'``, see :class:`mmengine.evaluator.BaseMetric`.
         prefix: prefix of the metric names, see :class:`mmengine.evaluator.BaseMetric`.
@@ -179,6 +197,9 @@ class CAPEMetric(BaseMetric):
         self.save_predictions = bool(save_predictions)
         self.last_metrics: Optional[Dict[str, Any]] = None
         self.last_per_category: Optional[Dict[int, dict]] = None
+        #: ``{evaluated, total, evaluated_ids, not_evaluated: {reason: ids}}`` of the last
+        #: evaluation, or None when the dataset gave no ``category_coverage``
+        self.last_coverage: Optional[Dict[str, Any]] = None
 
     # ------------------------------------------------------------------ process
     @staticmethod
@@ -295,6 +316,20 @@ class CAPEMetric(BaseMetric):
                 f'(they never count as correct; NME/EPE become nan)',
                 logger='current', level=logging.WARNING)
 
+    def _coverage(self, results: List[dict]) -> Optional[Dict[str, Any]]:
+        """Categories evaluated (those with results) out of those the dataset was asked for."""
+        meta = (self.dataset_meta or {}).get('category_coverage')
+        if not meta:
+            return None
+        evaluated = sorted({int(r['category_id']) for r in results})
+        not_evaluated = {str(reason): sorted(int(i) for i in ids)
+                         for reason, ids in (meta.get('skipped') or {}).items() if ids}
+        planned_missing = sorted(set(int(i) for i in meta.get('used', [])) - set(evaluated))
+        if planned_missing:
+            not_evaluated['no result'] = planned_missing
+        return dict(evaluated=len(evaluated), total=int(meta['requested']),
+                    evaluated_ids=evaluated, not_evaluated=not_evaluated)
+
     def compute_metrics(self, results: list) -> Dict[str, float]:
         """Flatten the episode results to pairs and compute all metrics (rank 0 only)."""
         if len(results) == 0:
@@ -325,14 +360,19 @@ class CAPEMetric(BaseMetric):
 
         self.last_metrics = dict(metrics)
         self.last_per_category = per_category
-        print_log('\n' + format_pck_table({}, per_category), logger='current')
+        self.last_coverage = coverage = self._coverage(results)
+        if coverage and coverage['evaluated'] < coverage['total']:
+            print_log(f'CAPEMetric: {format_coverage(coverage)}; the averages cover only the '
+                      'evaluated categories', logger='current', level=logging.WARNING)
+        print_log('\n' + format_pck_table({}, per_category, coverage), logger='current')
 
         if self.out_dir is not None and is_main_process():
-            self._dump(metrics, per_category, pairs)
+            self._dump(metrics, per_category, pairs, coverage)
         return metrics
 
     def _dump(self, metrics: Dict[str, Any], per_category: Dict[int, dict],
-              pairs: Optional[Dict[str, np.ndarray]]) -> None:
+              pairs: Optional[Dict[str, np.ndarray]],
+              coverage: Optional[Dict[str, Any]] = None) -> None:
         os.makedirs(self.out_dir, exist_ok=True)
         payload = dict(
             metrics=metrics,
@@ -341,6 +381,8 @@ class CAPEMetric(BaseMetric):
                 thresholds=list(self.thresholds),
                 empty_mask=self.empty_mask,
                 normalisation='max(w,h) of query bbox'))
+        if coverage is not None:
+            payload['categories'] = coverage
         path = osp.join(self.out_dir, 'cape_metrics.json')
         with open(path, 'w') as f:
             json.dump(payload, f, indent=2)
