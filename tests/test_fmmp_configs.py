@@ -53,6 +53,17 @@ def test_all_split_and_shot_configs_exist():
             assert f'fmmp_r50_1xb16_mp100-split{split}_{shots}shot.py' in names
 
 
+def test_real_data_configs_read_the_linked_annotation_file():
+    """Every MP-100 FMMP config reads FMMP's linked file; the synthetic CPU recipes their own."""
+    for path in CONFIGS:
+        cfg = Config.fromfile(str(path))
+        files = {cfg[f'{role}_dataloader'].dataset.ann_file for role in ('train', 'val', 'test')}
+        expected = ('annotations/unified_ann_file.json' if path.stem.endswith(
+            ('_cpu', '_cpu_train-pad-zero')) else 'annotations/mp100_all_link_0412.json')
+        assert files == {expected}, path.name
+    assert sum('_cpu' in p.stem for p in CONFIGS) == 2
+
+
 @pytest.mark.parametrize('path', CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_config_builds_and_runs(path):
     register_all_modules()

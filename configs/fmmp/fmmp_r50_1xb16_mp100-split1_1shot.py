@@ -2,7 +2,9 @@
 # Batch: 1 GPU x 16 episodes (the official install.sh trains on 1 GPU with --batch-size 16, which
 # overrides the config's samples_per_gpu, Q-F11). Adam lr 1e-4, linear warmup 1000 iters from
 # 0.001 x lr, x0.1 at epochs 160/180, 200 epochs. Train padding mixup (prob 1, alpha 1), test eqdiv.
-_base_ = ['../_base_/default_runtime.py', '../_base_/datasets/mp100.py',
+# Data: annotations/mp100_all_link_0412.json (the unified file with skeleton links, see
+# configs/_base_/datasets/mp100_fmmp.py and docs/annotation_files.md).
+_base_ = ['../_base_/default_runtime.py', '../_base_/datasets/mp100_fmmp.py',
           '../_base_/schedules/adam_200e.py']
 
 split = 1

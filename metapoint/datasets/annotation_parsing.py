@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os.path as osp
+import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Union
@@ -68,10 +69,45 @@ class ParseReport:
         return '; '.join(parts) if parts else 'nothing skipped'
 
 
+_BUILD_UNIFIED = ('python tools/dataset_converters/build_mp100_unified.py <folder of '
+                  'mp100_split{1..5}_{train,val,test}.json> <data_root>/annotations/'
+                  'unified_ann_file.json')
+_ADD_LINKS = ('python tools/dataset_converters/add_mp100_skeletons.py <data_root>/annotations/'
+              'unified_ann_file.json <data_root>/annotations/mp100_all_link_0412.json '
+              '--source <MP-100 files with a skeleton for every category>')
+#: file name -> how to obtain or build that file (appended to the missing-file error)
+ANN_FILE_HINTS = {
+    'mp100_all_link_0412.json': (
+        "FMMP's unified MP-100 file with skeleton links for the categories whose MP-100 "
+        'skeleton is empty. Use the file of the official FMMP release, or build one: '
+        f'(a) {_BUILD_UNIFIED}, then (b) {_ADD_LINKS}. A rebuilt file may link those '
+        'categories differently from the official one (docs/annotation_files.md).'),
+    'unified_ann_file.json': (
+        "MetaPoint's unified MP-100 file (all 100 categories once). Use the file of the "
+        f'official MetaPoint release, or build one from the official per-split files: '
+        f'{_BUILD_UNIFIED} (docs/annotation_files.md). The synthetic sets write their own: '
+        'bash scripts.sh synthetic / synthetic-real.'),
+}
+_SPLIT_FILE = re.compile(r'^mp100_split[1-5]_(train|val|test)\.json$')
+
+
+def missing_file_hint(path: str) -> str:
+    """How to obtain or build the annotation file ``path`` ('' when its name is not known)."""
+    name = osp.basename(path)
+    if name in ANN_FILE_HINTS:
+        return ANN_FILE_HINTS[name]
+    if _SPLIT_FILE.match(name):
+        return ('an official MP-100 per-split file: it comes with the MP-100 release '
+                '(annotations/mp100_split{1..5}_{train,val,test}.json).')
+    return ''
+
+
 def load_json(path: str) -> dict:
-    """Read a COCO json with errors that name the file."""
+    """Read a COCO json with errors that name the file (and, if missing, how to get it)."""
     if not osp.isfile(path):
-        raise FileNotFoundError(f'annotation file not found: {path}')
+        hint = missing_file_hint(path)
+        raise FileNotFoundError(f'annotation file not found: {path}'
+                                + (f'\n  {osp.basename(path)}: {hint}' if hint else ''))
     try:
         with open(path, 'r', encoding='utf-8') as f:
             data = json.load(f)
@@ -149,6 +185,45 @@ def sanitise_bbox(bbox: Sequence[float], img_w: float, img_h: float) -> Optional
     return None
 
 
+def annotation_keypoint_lengths(data: dict, ids: Optional[Sequence[int]] = None
+                                ) -> Dict[int, int]:
+    """Category id -> length of the first non-empty ``keypoints`` list of its annotations.
+
+    An empty list is a 'no keypoints' annotation, not K = 0. ``ids`` restricts the categories.
+    """
+    wanted = None if ids is None else set(ids)
+    ann_len: Dict[int, int] = {}
+    for ann in data['annotations']:
+        if not isinstance(ann, dict):
+            continue  # reported by the instance parser
+        cid = ann.get('category_id')
+        if (wanted is None or cid in wanted) and cid not in ann_len \
+                and isinstance(ann.get('keypoints'), list) and ann['keypoints']:
+            ann_len[cid] = len(ann['keypoints'])
+    return ann_len
+
+
+def category_num_kpts(cat: dict, ann_len: Dict[int, int], path: str) -> int:
+    """K_c: the length of the keypoint-name list, else ``len(keypoints) / 3`` of an annotation.
+
+    Some MP-100 categories have an empty name list. ``ann_len`` comes from
+    :func:`annotation_keypoint_lengths`.
+    """
+    cid = cat['id']
+    names = cat.get('keypoints') or []
+    if names:
+        return len(names)
+    if cid not in ann_len:
+        raise AnnotationError(
+            f'{path}: category {cid}: empty keypoint-name list and no annotation to take '
+            'the keypoint count from')
+    if ann_len[cid] % 3:
+        raise AnnotationError(
+            f'{path}: category {cid}: empty keypoint-name list and annotation keypoint '
+            f'length {ann_len[cid]} is not a multiple of 3')
+    return ann_len[cid] // 3
+
+
 def parse_categories(data: dict, path: str, ids: Optional[Sequence[int]], max_kpt_num: int,
                      skeleton_index_base: SkeletonBase, skip_oversized: bool,
                      report: ParseReport) -> 'OrderedDict[int, CategoryRecord]':
@@ -172,32 +247,12 @@ def parse_categories(data: dict, path: str, ids: Optional[Sequence[int]], max_kp
         if len(set(ids)) != len(ids):
             raise ValueError(f'valid_class_ids has duplicates: {ids}')
 
-    # keypoint count per category: the name list, else the annotations (some MP-100 categories
-    # have an empty name list)
-    ann_len: Dict[int, int] = {}
-    wanted = set(ids)
-    for ann in data['annotations']:
-        cid = ann.get('category_id')
-        if cid in wanted and cid not in ann_len and isinstance(ann.get('keypoints'), list) \
-                and ann['keypoints']:  # an empty list is a 'no keypoints' skip, not K = 0
-            ann_len[cid] = len(ann['keypoints'])
-
+    ann_len = annotation_keypoint_lengths(data, ids)
     cats = OrderedDict()
     for cid in ids:
         cat = by_id[cid]
         names = list(cat.get('keypoints') or [])
-        if names:
-            num_kpts = len(names)
-        elif cid in ann_len:
-            if ann_len[cid] % 3:
-                raise AnnotationError(
-                    f'{path}: category {cid}: empty keypoint-name list and annotation keypoint '
-                    f'length {ann_len[cid]} is not a multiple of 3')
-            num_kpts = ann_len[cid] // 3
-        else:
-            raise AnnotationError(
-                f'{path}: category {cid}: empty keypoint-name list and no annotation to take '
-                'the keypoint count from')
+        num_kpts = category_num_kpts(cat, ann_len, path)
         if num_kpts > max_kpt_num:
             if skip_oversized:
                 report.skipped_categories.setdefault(
