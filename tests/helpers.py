@@ -278,14 +278,18 @@ def fmmp_official_batch(inputs):
 
 def official_weights_model(config_path, converter: Callable, prefix: str):
     """Our model from ``config_path`` carrying the converted rule-built official weights of
-    ``prefix`` (every key checked against the model), dropout disabled."""
+    ``prefix`` (every key checked against the model), dropout disabled. The backbone's ImageNet
+    ``pretrained`` is not loaded (the converted weights replace it)."""
     from mmengine.config import Config
 
+    from metapoint.models.backbones import disable_backbone_pretrained
     from metapoint.models.converters import check_against_model
     from metapoint.registry import MODELS
     from metapoint.utils import register_all_modules
     register_all_modules()
-    net = MODELS.build(Config.fromfile(str(config_path)).model)
+    cfg = Config.fromfile(str(config_path))
+    disable_backbone_pretrained(cfg.model)
+    net = MODELS.build(cfg.model)
     state = converter(rule_state_dict(prefix))
     check_against_model(state, net.state_dict())
     net.load_state_dict(state, strict=True)

@@ -1,4 +1,5 @@
-"""Backbones: torchvision-layout ResNet and timm features_only wrapper, local weights only."""
+"""Backbones: torchvision-layout ResNet and timm features_only wrapper, local weight files
+(named / downloaded weights: tests/test_pretrained.py)."""
 import logging
 import subprocess
 import sys
@@ -146,9 +147,10 @@ def test_missing_path_and_bad_pretrained_values():
     missing = '/nonexistent/dir/resnet50-0676ba61.pth'
     with pytest.raises(FileNotFoundError, match='resnet50-0676ba61.pth'):
         TorchvisionResNet(depth=18, pretrained=missing)
-    with pytest.raises(FileNotFoundError, match='torchvision://resnet50'):
-        TorchvisionResNet(depth=18, pretrained='torchvision://resnet50')  # never downloaded
-    with pytest.raises(ValueError, match='local'):
+    with pytest.raises(ValueError,
+                       match=r"holds resnet50 weights.*depth=18.*'torchvision://resnet18'"):
+        TorchvisionResNet(depth=18, pretrained='torchvision://resnet50')  # checked before I/O
+    with pytest.raises(ValueError, match=r'pretrained=True is not supported.*IMAGENET1K_V1'):
         TorchvisionResNet(depth=18, pretrained=True)
     with pytest.raises(FileNotFoundError, match='nope.pth'):
         TimmBackbone('resnet18', pretrained='nope.pth')

@@ -3,6 +3,8 @@
 Prints the PCK table and writes it (with per-category PCK@0.2 and the predictions in image
 pixels) as JSON to the work dir. Both say how many categories were evaluated out of how many the
 dataset was asked for (fewer with ``skip_incomplete_categories=True`` on partial data).
+With a checkpoint, the backbone's ``pretrained`` is set to None: the checkpoint replaces those
+weights, so ImageNet weights are neither read nor downloaded.
 """
 import argparse
 import json
@@ -17,6 +19,7 @@ from mmengine.dist import get_rank  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 from metapoint.evaluation import format_pck_table  # noqa: E402
+from metapoint.models.backbones import disable_backbone_pretrained  # noqa: E402
 from metapoint.utils import (check_model_config, register_all_modules,  # noqa: E402
                              setup_cpu_distributed, teardown_distributed)
 
@@ -52,6 +55,10 @@ def main(argv=None):
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     # non-learned models (SupportCopy) take no checkpoint; dist_test.sh passes 'none' then
     cfg.load_from = None if args.checkpoint in (None, '', 'none') else args.checkpoint
+    # the checkpoint holds the backbone: do not read or download ImageNet weights first
+    if cfg.load_from is not None and disable_backbone_pretrained(cfg.model):
+        print('tools/test.py: model.backbone.pretrained set to None, the checkpoint provides '
+              'the backbone weights')
     cfg.test_evaluator = dict(cfg.test_evaluator)
     cfg.test_evaluator.setdefault('out_dir', cfg.work_dir)
     if args.amp:

@@ -17,7 +17,7 @@ test_padding = dict(type='KeypointPadding', padding='eqdiv', num=max_kpt_num, pr
 # matching loss for the from-scratch backbone, and the recurrent predictor starts from the
 # similarity peak instead of the crop centre. Set model.aux_heatmap_cfg=None for plain FMMP.
 model = dict(backbone=dict(type='TorchvisionResNet', depth=18, out_indices=(1, 2, 3),
-                           pretrained=None),
+                           pretrained=None),  # from scratch, on purpose
              neck=dict(out_channels=128),
              predictor=dict(dropout=0.0, side_heads=4),
              aux_heatmap_cfg=dict(level=-1, temperature=0.1, sigma=1.0, weight=1.0,

@@ -15,7 +15,10 @@ input_size = (256, 256)
 model = dict(
     type='FMMP',
     backbone=dict(type='TorchvisionResNet', depth=50, out_indices=(1, 2, 3),
-                  pretrained=None),  # set to a local torchvision resnet50 .pth (no download)
+                  # torchvision's ImageNet V1 file (resnet50-0676ba61.pth), what the official
+                  # recipe's torchvision://resnet50 loaded; downloaded once into the torch hub
+                  # cache. Offline: --cfg-options model.backbone.pretrained=/path/to/that file
+                  pretrained='torchvision://resnet50'),
     neck=dict(type='TopDownPyramid', num_levels=3, out_channels=256),
     predictor=dict(type='RecurrentFGSAPredictor', num_layers=3, num_heads=8, num_points=4,
                    ffn_dims=256, dropout=0.1, side_heads=8, self_attn=True, embed_init='ref',

@@ -18,7 +18,7 @@ _base_ = ['./metapoint_r50_4xb16_mp100-split1_1shot.py']
 data_root = 'data/synthetic_mp100_real'
 input_size = (128, 128)
 model = dict(backbone=dict(type='TorchvisionResNet', depth=18, out_indices=(0, 1, 2),
-                           pretrained=None),
+                           pretrained=None),  # from scratch, on purpose
              meta_cfg=dict(point_num=70),
              arch_cfg=dict(skfeat_layer_num=3),
              meta_decoder_layers=1,

@@ -13,7 +13,10 @@ input_size = (256, 256)
 model = dict(
     type='MetaPoint',
     backbone=dict(type='TorchvisionResNet', depth=50, out_indices=(0, 1, 2, 3),
-                  pretrained=None),  # set to a local torchvision resnet50 .pth (no download)
+                  # torchvision's ImageNet V1 file (resnet50-0676ba61.pth), what the official
+                  # recipe's torchvision://resnet50 loaded; downloaded once into the torch hub
+                  # cache. Offline: --cfg-options model.backbone.pretrained=/path/to/that file
+                  pretrained='torchvision://resnet50'),
     meta_cfg=dict(point_num=100, point_dim=256, asm_type='nbipart'),
     arch_cfg=dict(enhance_sk_w_meta='cat-qs', enhance_sk_on_q=True, res_layer_num=3,
                   skfeat_layer_num=1, skfeat_layer_fusion='cat', train_gate_uses_query=True),

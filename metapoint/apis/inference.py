@@ -8,6 +8,7 @@ from mmengine.runner import load_checkpoint
 
 from metapoint.datasets import build_pipeline, episode_collate
 from metapoint.datasets.annotation_parsing import sanitise_bbox
+from metapoint.models.backbones import disable_backbone_pretrained
 from metapoint.registry import MODELS
 from metapoint.utils import register_all_modules
 
@@ -18,6 +19,8 @@ def init_estimator(config: Union[str, Config], checkpoint: Optional[str] = None,
                    device: str = 'cpu', cfg_options: Optional[dict] = None) -> torch.nn.Module:
     """Build the model of ``config`` and load ``checkpoint`` (``weights_only`` loading).
 
+    With a checkpoint, the backbone's ``pretrained`` is set to None first (in ``config``): the
+    checkpoint replaces those weights, so ImageNet weights are neither read nor downloaded.
     The config is attached as ``model.cfg`` (its ``test_dataloader`` pipeline is reused by
     :func:`inference_episode`).
     """
@@ -25,6 +28,8 @@ def init_estimator(config: Union[str, Config], checkpoint: Optional[str] = None,
     cfg = Config.fromfile(config) if isinstance(config, str) else config
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
+    if checkpoint is not None:
+        disable_backbone_pretrained(cfg.model)
     model = MODELS.build(cfg.model)
     if checkpoint is not None:
         load_checkpoint(model, checkpoint, map_location='cpu')

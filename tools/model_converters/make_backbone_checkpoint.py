@@ -1,9 +1,11 @@
 #!/usr/bin/env python
 """Write the backbone-only state dict that ``TorchvisionResNet`` / ``TimmBackbone`` load.
 
-The input is read locally (``torch.load(weights_only=True)``, or ``.safetensors``), loaded into
-the backbone with the same strict key / shape checks as its ``pretrained`` argument, and the
-backbone's own state dict is written (classifier / head keys removed). Nothing is downloaded.
+The input goes through the backbone's own ``pretrained`` argument: a local file (read with
+``torch.load(weights_only=True)``, or ``.safetensors``) or, with ``--resnet``, a torchvision name
+such as ``torchvision://resnet50`` (taken from the torch hub cache, downloaded there if absent;
+docs/backbones.md). It is loaded with the strict key / shape checks, and the backbone's own state
+dict is written (classifier / head keys removed).
 
 Examples::
 
@@ -32,7 +34,8 @@ import torch  # noqa: E402
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('src', help='input checkpoint (torchvision / timm / mmengine), local file')
+    p.add_argument('src', help='input checkpoint (torchvision / timm / mmengine), local file; '
+                   "with --resnet also a torchvision name, e.g. 'torchvision://resnet50'")
     p.add_argument('dst', help='output .pth file (a plain state dict of tensors)')
     kind = p.add_mutually_exclusive_group(required=True)
     kind.add_argument('--resnet', type=int, metavar='DEPTH', choices=[18, 34, 50, 101, 152],

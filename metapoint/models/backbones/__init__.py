@@ -1,5 +1,12 @@
-"""Feature backbones: torchvision-layout ResNets and any timm model, weights from local files."""
-from .resnet import StateDictMismatchError, TorchvisionResNet
+"""Feature backbones (torchvision-layout ResNets, any timm model) and their pretrained weights."""
+from .pretrained import (PretrainedWeightsUnavailable, StateDictMismatchError, WeightsSource,
+                         describe_resnet_weights, describe_timm_weights,
+                         disable_backbone_pretrained, fetch_weights)
+from .resnet import TorchvisionResNet
 from .timm_backbone import TimmBackbone
 
-__all__ = ['StateDictMismatchError', 'TimmBackbone', 'TorchvisionResNet']
+__all__ = [
+    'PretrainedWeightsUnavailable', 'StateDictMismatchError', 'TimmBackbone', 'TorchvisionResNet',
+    'WeightsSource', 'describe_resnet_weights', 'describe_timm_weights',
+    'disable_backbone_pretrained', 'fetch_weights'
+]

@@ -1,4 +1,4 @@
-"""ResNet backbone with torchvision's parameter layout, plus the local checkpoint helpers.
+"""ResNet backbone with torchvision's parameter layout.
 
 :class:`TorchvisionResNet` keeps the submodules of a ``torchvision.models.resnet.ResNet`` (stem,
 ``layer1`` .. ``layer4``) as its own direct children, so its ``state_dict`` keys are exactly
@@ -6,15 +6,11 @@ torchvision's minus the classifier (``fc.*``): torchvision ImageNet files and th
 keys of the official CAPE checkpoints (``backbone.conv1.weight``,
 ``backbone.layer1.0.conv1.weight``, ...) load without any renaming.
 
-The checkpoint helpers (:func:`read_checkpoint_state_dict`, :func:`select_backbone_state_dict`,
-:func:`load_state_dict_checked`) are shared with :mod:`.timm_backbone` and
-``tools/model_converters/make_backbone_checkpoint.py``. Weights are only ever read from local
-files (``torch.load(..., weights_only=True)``); nothing is downloaded.
+Its ``pretrained`` value (``'torchvision://resnet50'``, a torchvision weights name, a local path
+or None) is resolved by :mod:`.pretrained`, which also holds the strict checkpoint helpers.
 """
 import logging
-import os
-from collections.abc import Mapping
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -24,167 +20,9 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from metapoint.registry import MODELS
-
-PathLike = Union[str, os.PathLike]
-
-# --------------------------------------------------------------------------------------------
-# Local checkpoint helpers
-# --------------------------------------------------------------------------------------------
-
-#: Wrapper keys under which training frameworks nest the weights (mmengine / timm train:
-#: 'state_dict', DeiT-style: 'model'). Tried in this order; the first one holding a mapping wins.
-_NESTED_STATE_KEYS = ('state_dict', 'model')
-_MAX_LISTED_KEYS = 20
-
-
-class StateDictMismatchError(RuntimeError):
-    """A checkpoint's keys or tensor shapes do not match the backbone (the offenders are named)."""
-
-
-def _list_keys(keys: Iterable[str]) -> str:
-    """``'a', 'b', ... (+N more)``: a readable, bounded list of keys for error messages."""
-    keys = sorted(keys)
-    shown = ', '.join(repr(k) for k in keys[:_MAX_LISTED_KEYS])
-    if len(keys) > _MAX_LISTED_KEYS:
-        shown += f', ... (+{len(keys) - _MAX_LISTED_KEYS} more)'
-    return shown
-
-
-def check_pretrained_arg(pretrained, owner: str, init_cfg=None) -> Optional[str]:
-    """Validate a ``pretrained`` argument: ``None`` or a local path (returned as ``str``).
-
-    ``pretrained`` and ``init_cfg`` exclude each other (init_cfg would overwrite the loaded
-    weights in ``init_weights()``).
-    """
-    if pretrained is None:
-        return None
-    if isinstance(pretrained, bool):
-        raise ValueError(
-            f'{owner}: pretrained={pretrained!r} is not supported; pass the path of a local '
-            'checkpoint file (weights are never downloaded) or None for random init.')
-    if not isinstance(pretrained, (str, os.PathLike)):
-        raise TypeError(f'{owner}: pretrained must be None or a local file path, '
-                        f'got {type(pretrained).__name__}')
-    if init_cfg is not None:
-        raise ValueError('give either `pretrained` or `init_cfg`, not both (init_cfg would '
-                         'overwrite the pretrained weights in init_weights())')
-    return os.fspath(pretrained)
-
-
-def read_checkpoint_state_dict(path: PathLike) -> Dict[str, torch.Tensor]:
-    """Read the tensors of a local checkpoint file.
-
-    Accepts a plain state dict (torchvision / timm files), a training checkpoint that nests it
-    under ``'state_dict'`` (mmengine, timm train) or ``'model'``, and ``.safetensors`` files. The
-    file is read with ``torch.load(..., map_location='cpu', weights_only=True)``.
-
-    Raises:
-        FileNotFoundError: ``path`` is not an existing file (nothing is downloaded).
-        ValueError: the file holds no mapping of tensors.
-    """
-    path = os.path.expanduser(os.fspath(path))
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f'pretrained checkpoint not found: {path!r}. Backbone weights are only read from '
-            'local files (URLs and model-zoo names are not downloaded); see '
-            'tools/model_converters/make_backbone_checkpoint.py to prepare one offline.')
-    if path.endswith('.safetensors'):
-        from safetensors.torch import load_file
-        ckpt = load_file(path, device='cpu')
-    else:
-        from metapoint.utils.setup_env import allow_mmengine_checkpoint_globals
-        allow_mmengine_checkpoint_globals()  # mmengine checkpoints carry a message hub
-        try:
-            ckpt = torch.load(path, map_location='cpu', weights_only=True)
-        except Exception as err:  # UnpicklingError and friends: say which file and why
-            raise RuntimeError(
-                f'could not read checkpoint {path!r} with torch.load(weights_only=True): '
-                f'{err}') from err
-    for key in _NESTED_STATE_KEYS:
-        if isinstance(ckpt, Mapping) and isinstance(ckpt.get(key), Mapping):
-            ckpt = ckpt[key]
-            break
-    if not isinstance(ckpt, Mapping):
-        raise ValueError(f'checkpoint {path!r} holds a {type(ckpt).__name__}, not a state dict')
-    state = {k: v for k, v in ckpt.items() if isinstance(v, torch.Tensor)}
-    if not state:
-        raise ValueError(f'checkpoint {path!r} holds no tensors (keys: {_list_keys(ckpt)})')
-    return state
-
-
-def _strip_common_prefix(state: Dict[str, torch.Tensor], prefix: str) -> Dict[str, torch.Tensor]:
-    """Remove ``prefix`` from every key when all keys carry it (e.g. DDP's ``module.``)."""
-    if state and all(k.startswith(prefix) for k in state):
-        return {k[len(prefix):]: v for k, v in state.items()}
-    return state
-
-
-def select_backbone_state_dict(state: Dict[str, torch.Tensor], source: str = '',
-                               prefixes: Sequence[str] = ()) -> Dict[str, torch.Tensor]:
-    """The backbone part of a checkpoint's state dict, with wrapper prefixes removed.
-
-    * a ``module.`` prefix on every key (DDP) is removed;
-    * when some keys start with ``backbone.`` (a full detector / CAPE model checkpoint), only
-      those are kept, without the prefix; the other keys (heads, necks) are dropped with a note;
-    * each of ``prefixes`` (e.g. the attribute a wrapper stores its model under) is then removed
-      when every remaining key carries it.
-    """
-    state = _strip_common_prefix(state, 'module.')
-    if any(k.startswith('backbone.') for k in state):
-        others = [k for k in state if not k.startswith('backbone.')]
-        state = {k[len('backbone.'):]: v for k, v in state.items() if k.startswith('backbone.')}
-        if others:
-            print_log(f'{source}: using the {len(state)} `backbone.*` tensors of the checkpoint, '
-                      f'ignoring {len(others)} other keys ({_list_keys(others)})',
-                      logger='current', level=logging.INFO)
-        state = _strip_common_prefix(state, 'module.')
-    for prefix in prefixes:
-        state = _strip_common_prefix(state, prefix)
-    return state
-
-
-def load_state_dict_checked(module: nn.Module, state: Dict[str, torch.Tensor],
-                            source: str = 'checkpoint') -> None:
-    """Load ``state`` into ``module`` with strict key and shape checks and readable errors.
-
-    Missing BatchNorm ``num_batches_tracked`` buffers (absent from old torchvision files) are
-    filled with 0; any other missing or unexpected key, or a shape mismatch, raises.
-
-    Raises:
-        StateDictMismatchError: keys missing from ``state`` or not expected by ``module``, or
-            tensors whose shape differs from the module's (the keys and shapes are listed).
-    """
-    expected = module.state_dict()
-    state = dict(state)
-    for key in expected:
-        if key not in state and key.endswith('num_batches_tracked'):
-            state[key] = torch.zeros_like(expected[key])
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f'missing keys ({len(missing)}): {_list_keys(missing)}')
-        if unexpected:
-            parts.append(f'unexpected keys ({len(unexpected)}): {_list_keys(unexpected)}')
-        raise StateDictMismatchError(
-            f'{source} does not match {type(module).__name__}: ' + '; '.join(parts))
-    wrong = [(k, tuple(state[k].shape), tuple(v.shape)) for k, v in expected.items()
-             if tuple(state[k].shape) != tuple(v.shape)]
-    if wrong:
-        listed = ', '.join(f'{k!r}: checkpoint {a} vs model {b}' for k, a, b in wrong[:10])
-        more = f' (+{len(wrong) - 10} more)' if len(wrong) > 10 else ''
-        raise StateDictMismatchError(f'{source}: shape mismatch for {len(wrong)} tensors of '
-                         f'{type(module).__name__}: {listed}{more}')
-    module.load_state_dict(state, strict=True)
-
-
-def warn_random_init(owner: str) -> None:
-    """The warning logged when a backbone is built without pretrained weights."""
-    print_log(f'{owner}: no `pretrained` checkpoint given, the backbone is randomly initialised. '
-              'This is expected only when a full model checkpoint is loaded afterwards '
-              '(load_from / --checkpoint) or when training from scratch on purpose.',
-              logger='current', level=logging.WARNING)
+from .pretrained import (PretrainedSpec, _list_keys, check_init_cfg, describe_resnet_weights,
+                         fetch_weights, load_state_dict_checked, read_fetched_state_dict,
+                         select_backbone_state_dict, warn_random_init, weights_origin)
 
 
 def set_bn_eval(module: nn.Module) -> None:
@@ -211,11 +49,15 @@ class TorchvisionResNet(BaseModule):
         out_indices: stages to return, 0..3 = ``layer1`` .. ``layer4`` (strides 4, 8, 16, 32).
             Stages after the deepest one returned are not built (their checkpoint keys are
             dropped with a note when pretrained weights are loaded).
-        pretrained: local checkpoint path or None. Accepted formats: a torchvision state dict
-            (its ``fc.*`` classifier is dropped with a note), a state dict of this class, or an
-            mmengine / mmpose checkpoint whose ``state_dict`` holds ``backbone.``-prefixed keys.
-            All other keys must match exactly (missing / unexpected keys and shape mismatches
-            raise). None: torchvision's default random init, with a logged warning.
+        pretrained: where the initial weights come from (see :mod:`.pretrained`):
+            ``'torchvision://resnet{depth}'`` (torchvision's ImageNet V1 file, as mmcv meant
+            it; downloaded once into the torch hub cache), a torchvision weights name of this
+            depth (``'IMAGENET1K_V1'``, ``'IMAGENET1K_V2'``, ``'ResNet50_Weights.IMAGENET1K_V1'``),
+            or a local checkpoint: a torchvision state dict (its ``fc.*`` classifier is dropped
+            with a note), a state dict of this class, or an mmengine / mmpose checkpoint whose
+            ``state_dict`` holds ``backbone.``-prefixed keys. All other keys must match exactly
+            (missing / unexpected keys and shape mismatches raise). None: torchvision's default
+            random init, with a logged warning.
         frozen_stages: freeze the stem and the first ``frozen_stages`` stages (-1: nothing,
             0: stem only); frozen parts get ``requires_grad=False`` and stay in eval mode.
         norm_eval: keep every BatchNorm layer in eval mode during training (default False, as
@@ -235,7 +77,7 @@ class TorchvisionResNet(BaseModule):
     _layer_names = ('layer1', 'layer2', 'layer3', 'layer4')
 
     def __init__(self, depth: int = 50, out_indices: Sequence[int] = (0, 1, 2, 3),
-                 pretrained: Optional[PathLike] = None, frozen_stages: int = -1,
+                 pretrained: PretrainedSpec = None, frozen_stages: int = -1,
                  norm_eval: bool = False, init_cfg: Optional[Union[dict, List[dict]]] = None):
         super().__init__(init_cfg=init_cfg)
         if depth not in self.arch_settings:
@@ -248,7 +90,9 @@ class TorchvisionResNet(BaseModule):
             raise ValueError(f'out_indices has duplicates: {out_indices}')
         if not -1 <= frozen_stages <= 4:
             raise ValueError(f'frozen_stages must be in -1..4, got {frozen_stages}')
-        pretrained = check_pretrained_arg(pretrained, f'TorchvisionResNet-{depth}', init_cfg)
+        owner = f'TorchvisionResNet-{depth}'
+        self.pretrained_source = describe_resnet_weights(pretrained, depth, owner)  # validates
+        check_init_cfg(pretrained, init_cfg)
 
         self.depth = depth
         self.out_indices = out_indices
@@ -271,8 +115,8 @@ class TorchvisionResNet(BaseModule):
         self._stage_channels = [64 * block.expansion * 2**i for i in range(4)]
         del net  # fc / avgpool and the stages after the deepest output are not used
 
-        if pretrained is None:
-            warn_random_init(f'TorchvisionResNet-{depth}')
+        if self.pretrained_source.kind == 'random':
+            warn_random_init(owner)
         else:
             self.load_pretrained(pretrained)
         self._freeze_stages()
@@ -289,10 +133,14 @@ class TorchvisionResNet(BaseModule):
         return [self.stage_strides[i] for i in self.out_indices]
 
     # -- weights --------------------------------------------------------------------------------
-    def load_pretrained(self, path: PathLike) -> None:
-        """Load a local checkpoint (see the class doc for the accepted formats)."""
-        source = f'TorchvisionResNet-{self.depth} pretrained {os.fspath(path)!r}'
-        state = select_backbone_state_dict(read_checkpoint_state_dict(path), source)
+    def load_pretrained(self, pretrained: PretrainedSpec) -> None:
+        """Load ``pretrained`` (any value but None, see the class doc), downloading named
+        torchvision weights into the torch hub cache when they are not there yet."""
+        owner = f'TorchvisionResNet-{self.depth}'
+        weights = describe_resnet_weights(pretrained, self.depth, owner)
+        path = fetch_weights(weights, pretrained, owner)
+        source = f'{owner} pretrained {weights_origin(weights, path)}'
+        state = select_backbone_state_dict(read_fetched_state_dict(weights, path), source)
         unused = ('fc',) + self._layer_names[self.num_stages:]
         dropped = [k for k in state if k.split('.')[0] in unused]
         if dropped:

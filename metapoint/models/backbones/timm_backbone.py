@@ -1,4 +1,8 @@
-"""Any timm model as a multi-scale feature backbone (``features_only``), weights from local files.
+"""Any timm model as a multi-scale feature backbone (``features_only``).
+
+Weights: ``pretrained=True`` takes timm's own pretrained weights of the model name, fetched into
+the Hugging Face hub cache (or torch hub cache for URL weights) by :mod:`.pretrained` and loaded
+by timm itself (its per-model key filters apply); a local path is loaded by this module, as below.
 
 timm's ``features_only`` wrappers rename some modules of the full (classification) model, so a
 full-model state dict does not load into them as is. What timm 1.0 does, by wrapper class:
@@ -30,9 +34,11 @@ from mmengine.logging import print_log
 from mmengine.model import BaseModule
 
 from metapoint.registry import MODELS
-from .resnet import (PathLike, StateDictMismatchError, _list_keys, check_pretrained_arg,
-                     load_state_dict_checked, read_checkpoint_state_dict,
-                     select_backbone_state_dict, set_bn_eval, warn_random_init)
+from .pretrained import (PathLike, PretrainedSpec, StateDictMismatchError, _list_keys,
+                         check_init_cfg, describe_timm_weights, fetch_weights,
+                         load_state_dict_checked, read_checkpoint_state_dict,
+                         select_backbone_state_dict, warn_random_init, weights_origin)
+from .resnet import set_bn_eval
 
 #: ``timm.create_model`` arguments that :class:`TimmBackbone` sets itself.
 _RESERVED_KWARGS = ('features_only', 'pretrained', 'pretrained_cfg', 'pretrained_cfg_overlay',
@@ -58,27 +64,32 @@ class TimmBackbone(BaseModule):
         model_name: any ``timm.list_models()`` name, e.g. ``'resnet50'``, ``'convnext_tiny'``.
         out_indices: timm feature levels to return (timm's numbering: for ResNets level 0 is
             the stride-2 stem and 1..4 are ``layer1``..``layer4``); None: timm's default.
-        pretrained: local checkpoint path or None (random init, with a logged warning). Accepted:
-            a full-model timm state dict (e.g. ``timm.create_model(name).state_dict()`` or a
-            ``pytorch_model.bin`` / ``model.safetensors`` from the hub, downloaded beforehand), a
-            features-only state dict, this class's own state dict, or an mmengine checkpoint with
-            ``backbone.``-prefixed keys. Read with ``torch.load(weights_only=True)``.
+        pretrained: True: timm's pretrained weights of ``model_name`` (its default tag, or the
+            tag in the name, e.g. ``'resnet50.tv_in1k'``), downloaded once into the Hugging Face
+            hub cache and loaded by timm; None / False: random init, with a logged warning; or
+            a local checkpoint path. Accepted local files: a full-model timm state dict (e.g.
+            ``timm.create_model(name).state_dict()`` or a hub ``pytorch_model.bin`` /
+            ``model.safetensors``), a features-only state dict, this class's own state dict, or
+            an mmengine checkpoint with ``backbone.``-prefixed keys. Read with
+            ``torch.load(weights_only=True)``.
         norm_eval: keep every BatchNorm layer in eval mode during training.
         init_cfg: mmengine init config; must be None when ``pretrained`` is given.
         **timm_kwargs: passed to ``timm.create_model`` (``drop_path_rate``, ``img_size``, ...).
     """
 
     def __init__(self, model_name: str, out_indices: Optional[Sequence[int]] = None,
-                 pretrained: Optional[PathLike] = None, norm_eval: bool = False,
+                 pretrained: PretrainedSpec = None, norm_eval: bool = False,
                  init_cfg: Optional[Union[dict, List[dict]]] = None, **timm_kwargs):
         super().__init__(init_cfg=init_cfg)
         import timm
         reserved = sorted(set(timm_kwargs) & set(_RESERVED_KWARGS))
         if reserved:
             raise ValueError(f'TimmBackbone sets {reserved} itself; use its `out_indices` / '
-                             '`pretrained` (local path) arguments instead')
-        pretrained = check_pretrained_arg(pretrained, f'TimmBackbone({model_name!r})',
-                                          init_cfg)
+                             '`pretrained` arguments instead')
+        owner = f'TimmBackbone({model_name!r})'
+        weights = describe_timm_weights(pretrained, model_name, owner)  # validates
+        check_init_cfg(pretrained, init_cfg)
+        self.pretrained_source = weights
         self.model_name = model_name
         self.norm_eval = norm_eval
         self.pretrained = pretrained
@@ -87,6 +98,9 @@ class TimmBackbone(BaseModule):
         create_kwargs = dict(timm_kwargs, features_only=True, pretrained=False)
         if out_indices is not None:
             create_kwargs['out_indices'] = tuple(int(i) for i in out_indices)
+        if weights.is_remote:  # timm loads its own weights (and applies its key filters)
+            path = fetch_weights(weights, pretrained, owner)
+            create_kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(file=path))
         self.timm_model = timm.create_model(model_name, **create_kwargs)
 
         info = self.timm_model.feature_info
@@ -96,10 +110,13 @@ class TimmBackbone(BaseModule):
         fmt = getattr(self.timm_model, 'output_fmt', 'NCHW')
         self._channels_last = str(getattr(fmt, 'value', fmt)).upper() == 'NHWC'  # e.g. swin
 
-        if pretrained is None:
-            warn_random_init(f'TimmBackbone({model_name!r})')
+        if weights.kind == 'random':
+            warn_random_init(owner, pretrained)
+        elif weights.kind == 'file':
+            self.load_pretrained(weights.name)
         else:
-            self.load_pretrained(pretrained)
+            print_log(f'{owner}: loaded timm pretrained weights {weights_origin(weights, path)}',
+                      logger='current', level=logging.INFO)
 
     # -- properties -----------------------------------------------------------------------------
     @property

@@ -22,6 +22,7 @@ def run_converter(convert: Converter, default_config: str, description: str,
     """
     from mmengine.config import Config
 
+    from metapoint.models.backbones import disable_backbone_pretrained
     from metapoint.registry import MODELS
     from metapoint.utils import register_all_modules
 
@@ -38,7 +39,7 @@ def run_converter(convert: Converter, default_config: str, description: str,
     converted = convert(state)
     register_all_modules()
     cfg = Config.fromfile(args.config)
-    cfg.model.backbone.pretrained = None
+    disable_backbone_pretrained(cfg.model)  # structure only: no ImageNet weights needed
     model = MODELS.build(cfg.model)
     check_against_model(converted, model.state_dict(), name=args.src)
     os.makedirs(osp.dirname(osp.abspath(args.dst)), exist_ok=True)
