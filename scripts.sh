@@ -9,7 +9,10 @@
 #   supportcopy  SupportCopy (floor) evaluation: supportcopy <split 1-5> <shots 1|5> [data root]
 #   metapoint-train <split> <shots> [gpus]       MetaPoint official recipe on data/mp100
 #   metapoint-test <split> <shots> <ckpt> [gpus] evaluate a MetaPoint checkpoint
-#   metapoint-train-all [gpus] / metapoint-test-all <work_dirs root> [gpus]  every split x shot
+#   metapoint-train-all [gpus] / metapoint-test-all <work_dirs root> [gpus] [final|best]
+#                every split x shot; tests the final checkpoint (epoch_200, as published) unless
+#                'best' asks for the best-on-val one
+#   checkpoint <work dir> [final|best]           print the checkpoint test-all would pick
 #   metapoint-ablations [gpus]                   train every ablation config (split 1, 1-shot)
 #   fmmp-train / fmmp-test / fmmp-train-all / fmmp-test-all / fmmp-ablations: the same for FMMP
 #   metapoint-cpu      the CPU learning check on the synthetic real-pose set (~16 min + 6 min test)
@@ -114,15 +117,28 @@ model_test() {
   else $PY tools/test.py "$cfg" "$ckpt" "${@:6}"; fi
 }
 
+# checkpoint <work dir> [final|best]: the final checkpoint (the highest epoch_N.pth, what the
+# papers report: the official runs never validate) or, when asked, the best one on val
+checkpoint() {
+  local dir=$1 which=${2:-final} ckpt
+  case "$which" in
+    final) ckpt=$(ls "$dir"/epoch_*.pth 2>/dev/null | sort -V | tail -n1 || true) ;;
+    best) ckpt=$(ls "$dir"/best_mPCK_*.pth 2>/dev/null | sort -V | tail -n1 || true) ;;
+    *) echo "checkpoint: final or best, not '$which'" >&2; return 2 ;;
+  esac
+  [ -n "$ckpt" ] || { echo "no $which checkpoint under $dir" >&2; return 1; }
+  echo "$ckpt"
+}
+
 model_all() {
-  local model=$1 what=$2 arg=${3:-} gpus=${4:-1}
+  local model=$1 what=$2 arg=${3:-} gpus=${4:-1} which=${5:-final}
   for split in 1 2 3 4 5; do for shots in 1 5; do
     if [ "$what" = train ]; then model_train "$model" "$split" "$shots" "${arg:-1}"
     else
       local name ckpt
       name=$(basename "$(model_config "$model" "$split" "$shots")" .py)
-      ckpt=$(ls -t "$arg/$name"/best_mPCK_*.pth "$arg/$name"/epoch_*.pth 2>/dev/null | head -n1)
-      [ -n "$ckpt" ] || { echo "no checkpoint under $arg/$name" >&2; return 1; }
+      ckpt=$(checkpoint "$arg/$name" "$which") || return 1
+      echo "== $name: testing $ckpt ($which checkpoint)"
       model_test "$model" "$split" "$shots" "$ckpt" "$gpus"
     fi
   done; done
@@ -178,6 +194,7 @@ case "$cmd" in
   synthetic) synthetic "$@" ;;
   synthetic-real) synthetic_real "$@" ;;
   supportcopy) supportcopy "$@" ;;
+  checkpoint) checkpoint "$@" ;;
   metapoint-train|fmmp-train) model_train "${cmd%-train}" "$@" ;;
   metapoint-test|fmmp-test) model_test "${cmd%-test}" "$@" ;;
   metapoint-train-all|fmmp-train-all) model_all "${cmd%-train-all}" train "${1:-1}" ;;

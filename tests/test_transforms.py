@@ -63,3 +63,22 @@ def test_zero_padding_validates_slot_count():
         KeypointPadding(num=100)(episode)
     with pytest.raises(ValueError, match='unknown keypoint padding'):
         KeypointPadding(padding='bogus')
+
+
+def test_invisible_keypoints_keep_raw_coordinates_through_the_crop():
+    """Official mmpose 0.x behaviour (FMMP configs): only visible joints enter the crop frame."""
+    from mmpose.datasets.transforms import GetBBoxCenterScale, TopdownAffine
+
+    from metapoint.datasets.transforms import KeepInvisibleKeypointsRaw, PackCAPEInstance
+    raw = np.array([[[60.0, 40.0], [0.0, 0.0], [90.0, 70.0]]], np.float32)
+    vis = np.array([[1.0, 0.0, 1.0]], np.float32)
+    res = dict(img=np.zeros((120, 160, 3), np.uint8), img_shape=(120, 160),
+               bbox=np.array([[40.0, 20.0, 120.0, 100.0]], np.float32),
+               keypoints=raw.copy(), keypoints_visible=vis)
+    res = TopdownAffine(input_size=(64, 64))(GetBBoxCenterScale(padding=1.25)(res))
+    moved = res['transformed_keypoints'].copy()
+    assert not np.allclose(moved[0, 1], 0)  # the affine maps (0, 0) somewhere off the crop
+    out = PackCAPEInstance()(KeepInvisibleKeypointsRaw()(res))
+    np.testing.assert_array_equal(out['keypoints'][1].numpy(), [0.0, 0.0])  # raw / input size
+    np.testing.assert_allclose(out['keypoints'][[0, 2]].numpy(), moved[0, [0, 2]] / 64, atol=1e-6)
+    np.testing.assert_array_equal(out['meta']['gt_keypoints'], raw[0])  # image frame untouched

@@ -10,8 +10,9 @@ import torch  # noqa: E402
 from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from metapoint.utils import (check_model_config, register_all_modules,  # noqa: E402
-                             setup_cpu_distributed, teardown_distributed)
+from metapoint.utils import (check_model_config, keep_total_batch,  # noqa: E402
+                             launch_world_size, register_all_modules, setup_cpu_distributed,
+                             share_episode_seed, teardown_distributed)
 
 
 def parse_args(argv=None):
@@ -76,6 +77,9 @@ def main(argv=None):
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
     cfg = merge_args(cfg, args)
+    batch_given = any(k == 'train_dataloader.batch_size' for k in (args.cfg_options or {}))
+    keep_total_batch(cfg, launch_world_size(args.launcher), batch_given)
+    share_episode_seed(cfg)
     check_model_config(cfg)
     setup_cpu_distributed(cfg, args.launcher)
     runner = Runner.from_cfg(cfg)

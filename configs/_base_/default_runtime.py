@@ -21,7 +21,9 @@ log_processor = dict(type='LogProcessor', window_size=50, by_epoch=True, num_dig
 log_level = 'INFO'
 load_from = None
 resume = False
-randomness = dict(seed=0)
+# diff_rank_seed: each rank its own random stream (dropout, workers), as the official multi-GPU
+# runs had; episodes and augmentations are drawn from the run seed (tools/train.py)
+randomness = dict(seed=0, diff_rank_seed=True)
 
 # a progress bar over evaluation episodes (rank 0)
 custom_hooks = [dict(type='EvalProgressBarHook')]

@@ -35,6 +35,7 @@ _test_pipeline = [p for p in _train_pipeline if p['type'] != 'RandomScaleRotatio
 _neighbours = dict(type='StructuralNeighbours', num=16)
 _data = dict(data_root=data_root, ann_file='annotations/unified_ann_file.json',
              data_prefix=dict(img='images'), split_file='splits.json')
+total_batch_size = 16
 train_dataloader = dict(
     batch_size=16, num_workers=0, persistent_workers=False,
     sampler=dict(type='EpisodeSampler', episodes_per_category=16),

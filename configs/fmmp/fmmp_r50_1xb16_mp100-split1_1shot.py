@@ -33,6 +33,9 @@ _train_pipeline = [
     dict(type='GetBBoxCenterScale', padding=1.25),
     dict(type='RandomScaleRotation', scale_factor=0.15, rot_factor=15, rot_prob=0.6),
     dict(type='TopdownAffine', input_size=input_size),
+    # as officially, invisible keypoints keep their annotation coordinates (structural heads
+    # and padding links still point at them; docs/fmmp.md)
+    dict(type='KeepInvisibleKeypointsRaw'),
     dict(type='GenerateCAPETarget', heatmap_size=(64, 64), sigma=2, with_heatmap=False),
     dict(type='PackCAPEInstance'),
 ]
@@ -42,6 +45,9 @@ train_padding = dict(type='KeypointPadding', padding='mixup', num=max_kpt_num, p
 test_padding = dict(type='KeypointPadding', padding='eqdiv', num=max_kpt_num, prob=1.0,
                     alpha=1.0)
 _neighbours = dict(type='StructuralNeighbours', num=16)
+# episodes per iteration over all processes (the official 1 GPU x 16): tools/train.py splits it
+# over the launched processes, or warns loudly when it cannot (docs/engine.md)
+total_batch_size = 16
 train_dataloader = dict(
     batch_size=16,
     dataset=dict(split=split, num_shots=num_shots, max_kpt_num=max_kpt_num,

@@ -39,6 +39,7 @@ _train_pipeline = [
 _test_pipeline = [p for p in _train_pipeline if p['type'] != 'RandomScaleRotation']
 _data = dict(data_root=data_root, ann_file='annotations/unified_ann_file.json',
              data_prefix=dict(img='images'), split_file='splits.json')
+total_batch_size = 8
 train_dataloader = dict(
     batch_size=8, num_workers=0, persistent_workers=False,
     sampler=dict(type='EpisodeSampler', episodes_per_category=16),

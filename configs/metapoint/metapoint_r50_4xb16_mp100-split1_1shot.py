@@ -45,6 +45,9 @@ _test_pipeline = [
     dict(type='PackCAPEInstance'),
 ]
 _episode_pipeline = [dict(type='KeypointPadding', padding='zero', num=max_kpt_num)]
+# episodes per iteration over all processes (the official 4 GPUs x 16): tools/train.py splits it
+# over the launched processes, or warns loudly when it cannot (docs/engine.md)
+total_batch_size = 64
 train_dataloader = dict(
     batch_size=16,
     dataset=dict(split=split, num_shots=num_shots, max_kpt_num=max_kpt_num,

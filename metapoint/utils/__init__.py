@@ -1,9 +1,11 @@
 from .config_checks import (UnknownConfigKeyError, check_model_config, merge_options)
 from .geometry import crop_to_image, crop_warp_matrix, image_to_crop
-from .setup_env import (allow_mmengine_checkpoint_globals, register_all_modules,
-                        setup_cpu_distributed, teardown_distributed)
+from .setup_env import (allow_mmengine_checkpoint_globals, keep_total_batch, launch_world_size,
+                        register_all_modules, setup_cpu_distributed, share_episode_seed,
+                        teardown_distributed)
 
 __all__ = ['UnknownConfigKeyError', 'check_model_config', 'merge_options',
            'crop_to_image', 'crop_warp_matrix', 'image_to_crop',
-           'allow_mmengine_checkpoint_globals', 'register_all_modules', 'setup_cpu_distributed',
+           'allow_mmengine_checkpoint_globals', 'keep_total_batch', 'launch_world_size',
+           'register_all_modules', 'setup_cpu_distributed', 'share_episode_seed',
            'teardown_distributed']

@@ -1,5 +1,6 @@
 """Process-level setup shared by the tools: registries, default scope, distributed init, resume."""
 import datetime
+import logging
 import os
 import warnings
 
@@ -110,3 +111,67 @@ def _slurm_env_to_torch_env() -> None:
         os.environ['MASTER_ADDR'] = subprocess.getoutput(
             f'scontrol show hostname {node_list} | head -n1')
     os.environ.setdefault('MASTER_PORT', '29500')
+
+
+def launch_world_size(launcher: str) -> int:
+    """Number of training processes the launcher starts (before the process group exists)."""
+    if launcher == 'none':
+        return 1
+    if launcher == 'slurm' and 'WORLD_SIZE' not in os.environ:
+        return int(os.environ.get('SLURM_NTASKS', 1))
+    return int(os.environ.get('WORLD_SIZE', 1))
+
+
+def keep_total_batch(cfg: Config, world_size: int, batch_size_given: bool = False) -> str:
+    """Split ``cfg.total_batch_size`` (episodes per iteration over all processes, the official
+    recipe's value) over ``world_size`` processes, or say loudly why the run's total differs.
+
+    * ``total_batch_size`` None or absent: ``train_dataloader.batch_size`` is used per process.
+    * ``batch_size_given`` (the user set ``train_dataloader.batch_size`` on the command line):
+      that per-process batch is kept.
+    * otherwise the per-process batch becomes ``total_batch_size / world_size``; a total that
+      does not divide is rounded to the nearest per-process batch (at least 1).
+
+    Returns the log line; a total that differs from ``total_batch_size`` is logged as a warning.
+    Records the effective total as ``cfg.effective_total_batch_size``.
+    """
+    from mmengine.logging import print_log
+    loader = cfg.get('train_dataloader')
+    total = cfg.get('total_batch_size')
+    if not loader or total is None:
+        return ''
+    total = int(total)
+    if not batch_size_given:
+        loader['batch_size'] = max(1, round(total / world_size))
+    per_process = int(loader['batch_size'])
+    cfg['effective_total_batch_size'] = effective = per_process * world_size
+    if effective == total:
+        msg = (f'total batch {total} episodes = {world_size} process(es) x {per_process} '
+               '(the recipe\'s total batch)')
+        print_log(msg, logger='current')
+        return msg
+    why = ('train_dataloader.batch_size was set on the command line' if batch_size_given
+           else f'{total} does not divide over {world_size} processes')
+    msg = (f'TOTAL BATCH DIFFERS FROM THE RECIPE: {world_size} process(es) x {per_process} = '
+           f'{effective} episodes per iteration, the recipe (total_batch_size) is {total} '
+           f'({why}). Learning rate and schedule were tuned for {total}; pass --auto-scale-lr '
+           'to scale the learning rate, or use a process count that divides it.')
+    print_log('!' * 80 + '\n' + msg + '\n' + '!' * 80, logger='current', level=logging.WARNING)
+    return msg
+
+
+def share_episode_seed(cfg: Config) -> None:
+    """Give the training sampler the run seed also under ``randomness.diff_rank_seed``.
+
+    With ``diff_rank_seed`` mmengine seeds each rank differently (dropout, workers: different
+    random streams per rank, as the official multi-GPU runs had) and passes no seed to samplers.
+    :class:`~metapoint.datasets.samplers.EpisodeSampler` needs one seed on every rank to draw the
+    same episode list and shard it, so the configured seed is set on the sampler here.
+    """
+    randomness = cfg.get('randomness') or {}
+    loader = cfg.get('train_dataloader')
+    if not loader or not randomness.get('diff_rank_seed') or randomness.get('seed') is None:
+        return
+    sampler = loader.get('sampler')
+    if isinstance(sampler, dict) and sampler.get('seed') is None:
+        sampler['seed'] = int(randomness['seed'])
