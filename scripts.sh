@@ -2,7 +2,7 @@
 # One entry point for the common jobs. Usage: bash scripts.sh <command> [args]
 #   install      install everything into the current Python environment (CPU or CUDA)
 #   quickstart   generate the bundled synthetic MP-100 (if missing) and run the main job on it
-#   test         run the test suite
+#   test         run the test suite (without, then with the optional test data; docs/testing.md)
 #   synthetic    (re)generate the synthetic set: random categories [out dir] [extra args]
 #   synthetic-real  render the synthetic set from real MP-100 poses: needs the val/test annotation
 #                files of the 5 splits in MP100_ANN_DIR (default data/mp100_annotations)
@@ -82,8 +82,28 @@ quickstart() {
     --work-dir work_dirs/quickstart_metapoint/test --cfg-options $opts
 }
 
+# test [pytest args]: with args, plain pytest. Without: (1) the whole suite as a clone without
+# the optional test data runs it; the number of tests skipped for missing data must equal the one
+# in docs/testing.md; (2) those tests again with the data (METAPOINT_SHARED_DATA, default shared/
+# beside the clone) when it is there.
 run_tests() {
-  $PY -m pytest tests -q -p no:cacheprovider "$@"
+  if [ $# -gt 0 ]; then $PY -m pytest -q -p no:cacheprovider "$@"; return; fi
+  local expected list empty ids
+  expected=$(sed -n 's/^Tests that skip without the optional data: \*\*\([0-9]*\)\*\*.*/\1/p' \
+    docs/testing.md)
+  [ -n "$expected" ] || { echo "docs/testing.md states no skip count" >&2; return 1; }
+  list=$(mktemp) empty=$(mktemp -d)
+  echo "== 1/2: the suite without the optional test data (expecting $expected data skips)"
+  METAPOINT_SHARED_DATA=$empty $PY -m pytest tests -q -p no:cacheprovider -rs \
+    --expect-data-skips "$expected" --data-skips-out "$list"
+  mapfile -t ids < "$list"
+  local data=${METAPOINT_SHARED_DATA:-../shared}
+  if [ -d "$data/data" ] || [ -d "$data/fixtures" ]; then
+    echo "== 2/2: the ${#ids[@]} tests that need the optional test data, with $data"
+    $PY -m pytest -q -p no:cacheprovider "${ids[@]}"
+  else
+    echo "== 2/2: optional test data not found at $data: its ${#ids[@]} tests stay skipped"
+  fi
 }
 
 supportcopy() {

@@ -3,8 +3,12 @@
 Importable from any test (``from tests.helpers import REPO, SHARED``); ``tests/conftest.py`` puts
 the repository root on ``sys.path`` so this works under every pytest import mode.
 
-Shared data lives beside the clone (``<clone>/../shared``, as in CI); tests that need it call
-:func:`require` to skip with a clear reason when it is absent.
+Optional test data (real photos of mp100_mini, the full MP-100 val/test annotation files, the
+uncompressed official fixtures) is not part of the repository. It is looked up in the folder named
+by ``METAPOINT_SHARED_DATA``, by default ``shared`` beside the clone; tests that need it call
+:func:`require` (or use :func:`skip_without`) and skip with a reason naming the missing path.
+``bash scripts.sh test`` runs the suite once without it and checks the number of such skips
+against docs/testing.md, then runs those tests with it.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import io
 import json
 import lzma
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
@@ -24,16 +29,28 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / 'shared'
+SHARED = Path(os.environ.get('METAPOINT_SHARED_DATA') or REPO.parent / 'shared')
 MP100_ANN_DIR = SHARED / 'data' / 'mp100_annotations'
 MP100_MINI = SHARED / 'data' / 'mp100_mini'
+#: every skip for missing optional data starts with this (counted by tests/conftest.py)
+MISSING_DATA = 'optional test data not found'
+
+
+def missing_reason(path: Path) -> str:
+    return (f'{MISSING_DATA}: {path} (set METAPOINT_SHARED_DATA to the folder holding data/ and '
+            'fixtures/, or place it beside the clone as shared/)')
 
 
 def require(path: Path) -> Path:
-    """Skip the calling test when shared data ``path`` is absent (CI clones keep it beside)."""
+    """Skip the calling test when the optional data ``path`` is absent."""
     if not Path(path).exists():
-        pytest.skip(f'shared test data not found at {path} (expected <clone>/../shared)')
+        pytest.skip(missing_reason(path))
     return Path(path)
+
+
+def skip_without(path: Path):
+    """A ``pytest.mark.skipif`` for a whole module or test that needs optional data ``path``."""
+    return pytest.mark.skipif(not Path(path).exists(), reason=missing_reason(path))
 
 
 def mp100_ann_file(split: int, subset: str) -> Path:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import MP100_MINI, REPO
+from tests.helpers import MP100_MINI, REPO, skip_without
 
 TINY_CFG = 'tests/fixtures/tiny_mini.py'
 
@@ -26,7 +26,7 @@ def mini_root(loaders=('train', 'val', 'test')) -> list:
 
 MINI_ROOT = mini_root()
 
-pytestmark = pytest.mark.skipif(not MP100_MINI.is_dir(), reason=f'{MP100_MINI} not present')
+pytestmark = skip_without(MP100_MINI)
 
 
 def _env():

@@ -6,12 +6,10 @@ fmmp_mini.py); a few seconds on 2 CPU cores.
 import json
 import sys
 
-import pytest
-
-from tests.helpers import MP100_MINI
+from tests.helpers import MP100_MINI, skip_without
 from tests.test_engine import MINI_ROOT, _load, _run
 
-pytestmark = pytest.mark.skipif(not MP100_MINI.is_dir(), reason=f'{MP100_MINI} not present')
+pytestmark = skip_without(MP100_MINI)
 CFG = 'tests/fixtures/fmmp_mini.py'
 
 

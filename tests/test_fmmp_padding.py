@@ -1,4 +1,4 @@
-"""FMMP keypoint padding (eqdiv / mixup / zero) and the BFS neighbour table (METHODS.md 4.5, 4.6)."""
+"""FMMP keypoint padding (eqdiv / mixup / zero) and the BFS neighbour table (docs/methods.md)."""
 
 import numpy as np
 import pytest

@@ -28,7 +28,7 @@ def _unknown_key_message(owner: str, unknown: Iterable[str], valid: Iterable[str
     valid = sorted(valid)
     parts = []
     for key in sorted(unknown):
-        close = difflib.get_close_matches(key, valid, n=1)
+        close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
         parts.append(f'{key!r}' + (f' (did you mean {close[0]!r}?)' if close else ''))
     return f'{owner}: unknown key(s) {", ".join(parts)}; valid keys: {", ".join(valid)}'
 
