@@ -94,13 +94,13 @@ run_tests() {
   [ -n "$expected" ] || { echo "docs/testing.md states no skip count" >&2; return 1; }
   list=$(mktemp) empty=$(mktemp -d)
   echo "== 1/2: the suite without the optional test data (expecting $expected data skips)"
-  METAPOINT_SHARED_DATA=$empty $PY -m pytest tests -q -p no:cacheprovider -rs \
-    --expect-data-skips "$expected" --data-skips-out "$list"
+  METAPOINT_SHARED_DATA=$empty $PY -m pytest tests -q -p no:cacheprovider -rs --rootdir=. \
+    --expect-data-skips="$expected" --data-skips-out="$list"
   mapfile -t ids < "$list"
   local data=${METAPOINT_SHARED_DATA:-../shared}
   if [ -d "$data/data" ] || [ -d "$data/fixtures" ]; then
     echo "== 2/2: the ${#ids[@]} tests that need the optional test data, with $data"
-    $PY -m pytest -q -p no:cacheprovider "${ids[@]}"
+    $PY -m pytest -q -p no:cacheprovider --rootdir=. "${ids[@]}"
   else
     echo "== 2/2: optional test data not found at $data: its ${#ids[@]} tests stay skipped"
   fi
