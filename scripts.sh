@@ -93,12 +93,16 @@ run_tests() {
     docs/testing.md)
   [ -n "$expected" ] || { echo "docs/testing.md states no skip count" >&2; return 1; }
   list=$(mktemp) empty=$(mktemp -d)
+  # shellcheck disable=SC2064
+  trap "rm -rf '$list' '$empty'" RETURN
   echo "== 1/2: the suite without the optional test data (expecting $expected data skips)"
   METAPOINT_SHARED_DATA=$empty $PY -m pytest tests -q -p no:cacheprovider -rs --rootdir=. \
     --expect-data-skips="$expected" --data-skips-out="$list"
   mapfile -t ids < "$list"
   local data=${METAPOINT_SHARED_DATA:-../shared}
-  if [ -d "$data/data" ] || [ -d "$data/fixtures" ]; then
+  if [ ${#ids[@]} -eq 0 ]; then
+    echo "== 2/2: no test needs the optional test data"
+  elif [ -d "$data/data" ] || [ -d "$data/fixtures" ]; then
     echo "== 2/2: the ${#ids[@]} tests that need the optional test data, with $data"
     $PY -m pytest -q -p no:cacheprovider --rootdir=. "${ids[@]}"
   else

@@ -336,3 +336,20 @@ def test_invalid_episode_shapes():
     bad = {k: v for k, v in ep.items() if k != 'num_kpts'}
     with pytest.raises(KeyError):
         metric.process({}, [bad])
+
+
+def test_coverage_counts_only_categories_in_the_averages():
+    """With empty_mask='skip', a category whose every pair has an empty mask is not evaluated."""
+    ep_a, _, ep_c = hand_episodes()  # category 2 keeps only episode C (empty mask)
+    for empty_mask, evaluated in (('zero', [1, 2]), ('skip', [1])):
+        metric = CAPEMetric(empty_mask=empty_mask)
+        metric.dataset_meta = dict(category_coverage=dict(requested=3, used=[1, 2, 3],
+                                                          skipped={}))
+        metric.process({}, [ep_a, ep_c])
+        metric.compute_metrics(metric.results)
+        cov = metric.last_coverage
+        assert cov['evaluated_ids'] == evaluated and cov['total'] == 3
+        expected = {'no result': [3]}
+        if empty_mask == 'skip':
+            expected['every pair has an empty mask'] = [2]
+        assert cov['not_evaluated'] == expected

@@ -55,9 +55,14 @@ def test_no_total_batch_leaves_the_loader_alone():
 
 
 def test_launch_world_size(monkeypatch):
-    monkeypatch.delenv('WORLD_SIZE', raising=False)
+    for var in ('WORLD_SIZE', 'SLURM_NTASKS', 'OMPI_COMM_WORLD_SIZE'):
+        monkeypatch.delenv(var, raising=False)
+    assert launch_world_size('none') == 1
+    with pytest.raises(RuntimeError, match='OMPI_COMM_WORLD_SIZE'):
+        launch_world_size('mpi')
     monkeypatch.setenv('SLURM_NTASKS', '8')
-    assert launch_world_size('none') == 1 and launch_world_size('slurm') == 8
+    monkeypatch.setenv('OMPI_COMM_WORLD_SIZE', '6')
+    assert launch_world_size('slurm') == 8 and launch_world_size('mpi') == 6
     monkeypatch.setenv('WORLD_SIZE', '4')
     assert launch_world_size('pytorch') == 4 and launch_world_size('slurm') == 4
 

@@ -49,7 +49,8 @@ _neighbours = dict(type='StructuralNeighbours', num=16)
 # over the launched processes, or warns loudly when it cannot (docs/engine.md)
 total_batch_size = 16
 train_dataloader = dict(
-    batch_size=16,
+    batch_size=16,  # per process; replaced by total_batch_size / processes unless given
+    # on the command line (--cfg-options train_dataloader.batch_size=N)
     dataset=dict(split=split, num_shots=num_shots, max_kpt_num=max_kpt_num,
                  pipeline=_train_pipeline, episode_pipeline=[train_padding, _neighbours]))
 val_dataloader = dict(

@@ -1,6 +1,7 @@
 # MetaPoint (CVPR'24), ResNet-50, MP-100 split 1, 1-shot: the official s1 recipe.
-# Batch: 4 GPUs x 16 episodes (the official train script passes --batch-size 64 over 4 GPUs,
-# overriding the config's samples_per_gpu=24; set train_dataloader.batch_size=24 for that value).
+# Batch: 64 episodes per iteration, the official 4 GPUs x 16 (the official train script passes
+# --batch-size 64 over 4 GPUs, overriding the config's samples_per_gpu=24), kept over any GPU count
+# by total_batch_size below.
 # Adam lr 5e-5, linear warmup 1000 iters, x0.1 at epochs 160/180, 200 epochs.
 _base_ = ['../_base_/default_runtime.py', '../_base_/datasets/mp100.py',
           '../_base_/schedules/adam_200e.py']
@@ -49,7 +50,8 @@ _episode_pipeline = [dict(type='KeypointPadding', padding='zero', num=max_kpt_nu
 # over the launched processes, or warns loudly when it cannot (docs/engine.md)
 total_batch_size = 64
 train_dataloader = dict(
-    batch_size=16,
+    batch_size=16,  # per process; replaced by total_batch_size / processes unless given
+    # on the command line (--cfg-options train_dataloader.batch_size=N)
     dataset=dict(split=split, num_shots=num_shots, max_kpt_num=max_kpt_num,
                  pipeline=_train_pipeline, episode_pipeline=_episode_pipeline))
 val_dataloader = dict(

@@ -117,9 +117,14 @@ def launch_world_size(launcher: str) -> int:
     """Number of training processes the launcher starts (before the process group exists)."""
     if launcher == 'none':
         return 1
-    if launcher == 'slurm' and 'WORLD_SIZE' not in os.environ:
-        return int(os.environ.get('SLURM_NTASKS', 1))
-    return int(os.environ.get('WORLD_SIZE', 1))
+    if 'WORLD_SIZE' in os.environ:
+        return int(os.environ['WORLD_SIZE'])
+    # set by the launcher before mmengine's init_dist derives WORLD_SIZE from it
+    fallback = {'slurm': 'SLURM_NTASKS', 'mpi': 'OMPI_COMM_WORLD_SIZE'}.get(launcher)
+    if fallback is None or fallback not in os.environ:
+        raise RuntimeError(f'--launcher {launcher}: the number of processes is unknown (neither '
+                           f'WORLD_SIZE nor {fallback or "a launcher variable"} is set)')
+    return int(os.environ[fallback])
 
 
 def keep_total_batch(cfg: Config, world_size: int, batch_size_given: bool = False) -> str:

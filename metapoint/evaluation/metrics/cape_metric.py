@@ -316,15 +316,21 @@ class CAPEMetric(BaseMetric):
                 f'(they never count as correct; NME/EPE become nan)',
                 logger='current', level=logging.WARNING)
 
-    def _coverage(self, results: List[dict]) -> Optional[Dict[str, Any]]:
-        """Categories evaluated (those with results) out of those the dataset was asked for."""
+    def _coverage(self, results: List[dict],
+                  per_category: Dict[int, dict]) -> Optional[Dict[str, Any]]:
+        """Categories evaluated (those in the averages, i.e. in ``per_category``) out of those
+        the dataset was asked for."""
         meta = (self.dataset_meta or {}).get('category_coverage')
         if not meta:
             return None
-        evaluated = sorted({int(r['category_id']) for r in results})
+        evaluated = sorted(int(c) for c in per_category)
         not_evaluated = {str(reason): sorted(int(i) for i in ids)
                          for reason, ids in (meta.get('skipped') or {}).items() if ids}
-        planned_missing = sorted(set(int(i) for i in meta.get('used', [])) - set(evaluated))
+        with_results = {int(r['category_id']) for r in results}
+        all_pairs_empty = sorted(with_results - set(evaluated))
+        if all_pairs_empty:  # empty_mask='skip' dropped every pair of these categories
+            not_evaluated['every pair has an empty mask'] = all_pairs_empty
+        planned_missing = sorted(set(int(i) for i in meta.get('used', [])) - with_results)
         if planned_missing:
             not_evaluated['no result'] = planned_missing
         return dict(evaluated=len(evaluated), total=int(meta['requested']),
@@ -360,7 +366,7 @@ class CAPEMetric(BaseMetric):
 
         self.last_metrics = dict(metrics)
         self.last_per_category = per_category
-        self.last_coverage = coverage = self._coverage(results)
+        self.last_coverage = coverage = self._coverage(results, per_category)
         if coverage and coverage['evaluated'] < coverage['total']:
             print_log(f'CAPEMetric: {format_coverage(coverage)}; the averages cover only the '
                       'evaluated categories', logger='current', level=logging.WARNING)
