@@ -4,6 +4,8 @@ temporary folders, downloads are replaced or the hub is put in offline mode."""
 import dataclasses
 import logging
 import os
+import socket
+import sys
 import urllib.error
 from pathlib import Path
 
@@ -12,12 +14,15 @@ import pytest
 import timm
 import torch
 import torchvision
+import mmengine.dist
 from mmengine.config import Config
 
 from metapoint.apis import init_estimator
 from metapoint.models.backbones import (PretrainedWeightsUnavailable, TimmBackbone,
                                         TorchvisionResNet, describe_resnet_weights,
-                                        describe_timm_weights, disable_backbone_pretrained)
+                                        describe_timm_weights, disable_backbone_pretrained,
+                                        fetch_weights)
+from metapoint.models.backbones import resnet as resnet_module
 from metapoint.registry import MODELS
 from metapoint.utils import register_all_modules
 from tests.helpers import REPO
@@ -121,6 +126,23 @@ def test_cached_torchvision_file_loads_without_network(torch_home, tv_r18_state,
     assert any('ResNet18_Weights.IMAGENET1K_V1' in m and str(path) in m and 'loaded' in m
                for m in messages)
     assert not [r for r in mm_logs if r.levelno >= logging.WARNING]
+
+
+def test_load_pretrained_reuses_the_source_described_in_init(torch_home, tv_r18_state,
+                                                          monkeypatch):
+    _put_in_torch_cache(torch_home, R18_V1_URL, tv_r18_state)
+    calls = []
+
+    def counting(*args, **kwargs):
+        calls.append(args[0])
+        return describe_resnet_weights(*args, **kwargs)
+
+    monkeypatch.setattr(resnet_module, 'describe_resnet_weights', counting)
+    model = TorchvisionResNet(depth=18, pretrained='torchvision://resnet18')
+    assert calls == ['torchvision://resnet18']  # __init__ only, load_pretrained reuses it
+    model.load_pretrained('IMAGENET1K_V1')  # another value is still described
+    assert calls == ['torchvision://resnet18', 'IMAGENET1K_V1']
+    _assert_backbone_equals(model, tv_r18_state)
 
 
 def test_missing_file_is_downloaded_into_the_cache_with_hash_check(torch_home, tv_r18_state,
@@ -231,6 +253,14 @@ def test_timm_names(torch_home, monkeypatch):
         describe_timm_weights(True, 'resnet18.nope')
     assert describe_timm_weights(False, 'resnet18').kind == 'random'
     assert describe_timm_weights('w.pth', 'resnet18').kind == 'file'
+    for url in ('torchvision://resnet50', 'https://example.com/r50.pth'):
+        with pytest.raises(ValueError) as err:
+            describe_timm_weights(url, 'resnet50')
+        msg = str(err.value)
+        for part in (f"TimmBackbone('resnet50'): pretrained={url!r}", 'reads no URL',
+                     'True (timm', "'resnet50.tv_in1k'", 'False / None', 'local checkpoint path'):
+            assert part in msg, part
+        assert 'only the torchvision' not in msg
     # a model whose pretrained config has only a URL goes through the torch hub cache
     real = timm.models.get_pretrained_cfg('resnet18')
     monkeypatch.setattr(timm.models, 'get_pretrained_cfg',
@@ -238,6 +268,178 @@ def test_timm_names(torch_home, monkeypatch):
     src = describe_timm_weights(True, 'resnet18')
     assert (src.kind, src.url, src.hash_prefix) == ('timm-url', real.url, None)
     assert src.cache_path == str(torch_home / 'hub' / 'checkpoints' / os.path.basename(real.url))
+
+
+def _put_in_hub_cache(cache: Path, repo: str, filename: str, state) -> Path:
+    """Lay out a hub cache entry of ``repo`` (refs/main -> one snapshot) holding ``filename``."""
+    revision = 'b' * 40
+    repo_dir = cache / ('models--' + repo.replace('/', '--'))
+    (repo_dir / 'snapshots' / revision).mkdir(parents=True, exist_ok=True)
+    (repo_dir / 'refs').mkdir(exist_ok=True)
+    (repo_dir / 'refs' / 'main').write_text(revision)
+    path = repo_dir / 'snapshots' / revision / filename
+    torch.save(state, path)
+    return path
+
+
+class _RepoLacksFile(huggingface_hub.errors.RemoteEntryNotFoundError):
+    """What hf_hub_download raises for a file the repo does not hold (no HTTP response needed)."""
+
+    def __init__(self, message):
+        Exception.__init__(self, message)
+
+
+@pytest.mark.parametrize('old_hub', [False, True], ids=['hub', 'hub-without-errors-module'])
+def test_hub_download_tries_the_next_file_when_the_repo_lacks_one(hf_cache, monkeypatch,
+                                                                  old_hub):
+    if old_hub:  # older huggingface_hub: no `errors` module, the classes live in `utils`
+        errors = huggingface_hub.errors
+        for name in ('EntryNotFoundError', 'LocalEntryNotFoundError'):
+            monkeypatch.setattr(huggingface_hub.utils, name, getattr(errors, name),
+                                raising=False)
+        monkeypatch.setitem(sys.modules, 'huggingface_hub.errors', None)
+    calls = []
+
+    def fake_download(repo, name, revision=None, cache_dir=None):
+        calls.append(name)
+        if name == 'model.safetensors':
+            raise _RepoLacksFile(f'404 Entry Not Found: {repo}/{name}')
+        return str(_put_in_hub_cache(Path(cache_dir), repo, name, {'w': torch.ones(1)}))
+
+    monkeypatch.setattr(huggingface_hub, 'hf_hub_download', fake_download)
+    path = fetch_weights(describe_timm_weights(True, 'resnet18'), True)
+    assert calls == ['model.safetensors', 'pytorch_model.bin']
+    assert path.endswith('pytorch_model.bin') and path.startswith(str(hf_cache))
+
+
+def test_hub_not_cached_offline_is_unavailable_not_a_missing_file(hf_cache, monkeypatch):
+    from huggingface_hub.utils import LocalEntryNotFoundError  # an EntryNotFoundError too
+    calls = []
+
+    def offline(repo, name, revision=None, cache_dir=None):
+        calls.append(name)
+        raise LocalEntryNotFoundError('not in the disk cache and outgoing traffic is disabled')
+
+    monkeypatch.setattr(huggingface_hub, 'hf_hub_download', offline)
+    with pytest.raises(PretrainedWeightsUnavailable, match='LocalEntryNotFoundError'):
+        fetch_weights(describe_timm_weights(True, 'resnet18'), True)
+    assert calls == ['model.safetensors']  # the next file name is not tried
+
+
+# ------------------------------------------------------------------------------------------
+# distributed runs: one barrier for every rank, errors raised instead of hanging
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_ranks(monkeypatch):
+    """Run fetch_weights as rank ``rank`` of a 4-rank job on 2 nodes (hosts a, a, b, b).
+
+    No local process group exists (mmengine's init_dist creates none), so the node-local rank
+    comes from the host-name all-gather. ``events`` records downloads and barriers in order;
+    ``on_barrier`` runs at the barrier, standing for what the other ranks did meanwhile.
+    ``LOCAL_RANK=0`` on every rank, as tools/train.py leaves it under ``--launcher mpi``.
+    """
+    state = dict(rank=0, events=[], on_barrier=None)
+    hosts = ['node-a', 'node-a', 'node-b', 'node-b']
+
+    def no_local_group():
+        raise RuntimeError('Local process group is not created')
+
+    def all_gather_object(out, obj):
+        assert obj == socket.gethostname()
+        out[:] = hosts
+
+    def barrier(group=None):
+        state['events'].append('barrier')
+        if state['on_barrier'] is not None:
+            state['on_barrier']()
+
+    monkeypatch.setenv('LOCAL_RANK', '0')
+    monkeypatch.setattr(mmengine.dist, 'get_dist_info', lambda group=None: (state['rank'], 4))
+    monkeypatch.setattr(mmengine.dist, 'get_local_rank', no_local_group)
+    monkeypatch.setattr(mmengine.dist, 'barrier', barrier)
+    monkeypatch.setattr(torch.distributed, 'all_gather_object', all_gather_object)
+    monkeypatch.setattr(socket, 'gethostname', lambda: hosts[state['rank']])
+    return state
+
+
+@pytest.mark.parametrize('rank', [0, 1, 2, 3])
+@pytest.mark.parametrize('cached', [True, False], ids=['cached', 'not-cached'])
+def test_every_rank_reaches_the_barrier_once_and_only_local_rank0_downloads(
+        torch_home, tv_r18_state, monkeypatch, fake_ranks, rank, cached):
+    source = describe_resnet_weights('torchvision://resnet18', 18)
+    cache_file = torch_home / 'hub' / 'checkpoints' / 'resnet18-f37072fd.pth'
+
+    def download(url, dst, hash_prefix=None, progress=True):
+        fake_ranks['events'].append('download')
+        torch.save(tv_r18_state, dst)
+
+    monkeypatch.setattr(torch.hub, 'download_url_to_file', download)
+    if cached:
+        _put_in_torch_cache(torch_home, R18_V1_URL, tv_r18_state)
+    else:  # the node's local rank 0 (another process) downloads while this rank waits
+        def other_rank_downloaded():
+            if not cache_file.exists():
+                _put_in_torch_cache(torch_home, R18_V1_URL, tv_r18_state)
+
+        fake_ranks['on_barrier'] = other_rank_downloaded
+    fake_ranks['rank'] = rank
+    assert fetch_weights(source, 'torchvision://resnet18') == str(cache_file)
+    downloads = rank in (0, 2) and not cached  # first rank of node-a / node-b, LOCAL_RANK aside
+    assert fake_ranks['events'] == (['download'] if downloads else []) + ['barrier']
+
+
+def test_local_process_group_wins_over_host_names(torch_home, tv_r18_state, monkeypatch,
+                                                  fake_ranks):
+    _put_in_torch_cache(torch_home, R18_V1_URL, tv_r18_state)
+    monkeypatch.setattr(mmengine.dist, 'get_local_rank', lambda: 1)
+
+    def no_gather(out, obj):
+        pytest.fail('the host names are not needed with a local process group')
+
+    monkeypatch.setattr(torch.distributed, 'all_gather_object', no_gather)
+    fake_ranks['rank'] = 0
+    fetch_weights(describe_resnet_weights('IMAGENET1K_V1', 18))
+    assert fake_ranks['events'] == ['barrier']
+
+
+@pytest.mark.parametrize('failure', ['download', 'makedirs'])
+def test_a_failure_on_the_downloading_rank_is_raised_after_the_barrier(
+        torch_home, tmp_path, monkeypatch, fake_ranks, failure):
+    if failure == 'download':
+        def offline(url, dst, hash_prefix=None, progress=True):
+            raise urllib.error.URLError('[Errno -3] Temporary failure in name resolution')
+
+        monkeypatch.setattr(torch.hub, 'download_url_to_file', offline)
+        expected = PretrainedWeightsUnavailable
+    else:  # TORCH_HOME below a file: os.makedirs fails before any download
+        (tmp_path / 'a_file').write_text('')
+        monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'a_file' / 'torch'))
+        expected = NotADirectoryError
+    source = describe_resnet_weights('torchvision://resnet18', 18)
+    with pytest.raises(expected):
+        fetch_weights(source, 'torchvision://resnet18')
+    assert fake_ranks['events'] == ['barrier']
+
+
+def test_the_other_ranks_raise_when_the_download_failed(torch_home, fake_ranks):
+    fake_ranks['rank'] = 3  # local rank 1 of node-b; its local rank 0 got no file
+    source = describe_resnet_weights('torchvision://resnet18', 18)
+    with pytest.raises(PretrainedWeightsUnavailable) as err:
+        fetch_weights(source, 'torchvision://resnet18')
+    msg = str(err.value)
+    for part in ("pretrained='torchvision://resnet18'", R18_V1_URL, source.cache_path,
+                 'local rank 0 of this node', '--cfg-options model.backbone.pretrained='):
+        assert part in msg, part
+    assert fake_ranks['events'] == ['barrier']
+
+
+def test_single_process_uses_no_barrier(torch_home, tv_r18_state, monkeypatch):
+    _put_in_torch_cache(torch_home, R18_V1_URL, tv_r18_state)
+    monkeypatch.setattr(mmengine.dist, 'barrier', lambda group=None: pytest.fail('barrier'))
+    source = describe_resnet_weights('torchvision://resnet18', 18)
+    assert fetch_weights(source) == source.cache_path
 
 
 # ------------------------------------------------------------------------------------------

@@ -3,11 +3,12 @@
 The ``pretrained`` argument of :class:`~.TorchvisionResNet` and :class:`~.TimmBackbone` takes:
 
 * ``None``: random init, logged as a warning (the CPU / synthetic configs say so explicitly);
-* ``'torchvision://resnet{18,34,50,101,152}'``: torchvision's ImageNet file of that depth in its
-  **V1** version (``ResNet50_Weights.IMAGENET1K_V1``, ``resnet50-0676ba61.pth``), the meaning
-  mmcv / mmengine gave the prefix and the weights the official CAPE recipes trained from;
-* a torchvision weights enum name for the backbone's own depth: ``'IMAGENET1K_V1'``,
-  ``'IMAGENET1K_V2'``, ``'DEFAULT'`` or the qualified ``'ResNet50_Weights.IMAGENET1K_V1'``;
+* ``'torchvision://resnet{18,34,50,101,152}'`` (``TorchvisionResNet`` only): torchvision's
+  ImageNet file of that depth in its **V1** version (``ResNet50_Weights.IMAGENET1K_V1``,
+  ``resnet50-0676ba61.pth``), the meaning mmcv / mmengine gave the prefix and the weights the
+  official CAPE recipes trained from;
+* a torchvision weights enum name for the backbone's own depth (``TorchvisionResNet`` only):
+  ``'IMAGENET1K_V1'``, ``'IMAGENET1K_V2'``, ``'DEFAULT'`` or ``'ResNet50_Weights.IMAGENET1K_V1'``;
 * ``True`` (``TimmBackbone`` only): timm's default pretrained weights of the model name (a tag
   such as ``'resnet50.tv_in1k'`` picks others); ``False`` is random init, like ``None``;
 * any other string or path: a local checkpoint file (see :func:`read_checkpoint_state_dict`).
@@ -151,20 +152,32 @@ def _torch_hub_file(url: str) -> str:
     return os.path.join(torch.hub.get_dir(), 'checkpoints', os.path.basename(urlparse(url).path))
 
 
-def _check_local_spec(pretrained, owner: str) -> WeightsSource:
-    """A value that is neither None nor a remote name: a local path, or a clear error."""
+def _check_local_spec(pretrained, owner: str, accepted: str, url_note: str) -> WeightsSource:
+    """A value that is neither None nor a remote name: a local path, or a clear error.
+
+    ``accepted`` lists the values the calling backbone takes (for a bool), ``url_note`` says
+    why a ``scheme://`` string is refused.
+    """
     if isinstance(pretrained, bool):
         raise ValueError(f'{owner}: pretrained={pretrained!r} is not supported here; use '
-                         "'torchvision://resnet<depth>', a torchvision weights name such as "
-                         "'IMAGENET1K_V1', a local checkpoint path, or None for random init")
+                         f'{accepted}')
     if not isinstance(pretrained, (str, os.PathLike)):
         raise TypeError(f'{owner}: pretrained must be None, a weights name or a local file '
                         f'path, got {type(pretrained).__name__}')
     path = os.fspath(pretrained)
     if '://' in path:
-        raise ValueError(f'{owner}: pretrained={path!r}: only the torchvision:// prefix is '
-                         'understood; download other URLs yourself and pass the local path')
+        raise ValueError(f'{owner}: pretrained={path!r}: {url_note}; download other URLs '
+                         'yourself and pass the local path')
     return WeightsSource(kind='file', name=path)
+
+
+_RESNET_ACCEPTED = ("'torchvision://resnet<depth>', a torchvision weights name such as "
+                    "'IMAGENET1K_V1', a local checkpoint path, or None for random init")
+_RESNET_URL_NOTE = 'only the torchvision:// prefix is understood'
+_TIMM_ACCEPTED = ("True (timm's pretrained weights of the model name; a tag picks others, e.g. "
+                  "'resnet50.tv_in1k' for torchvision's ImageNet V1 ResNet-50 file), False / "
+                  'None (random init) or a local checkpoint path')
+_TIMM_URL_NOTE = f'TimmBackbone reads no URL (torchvision:// included); it takes {_TIMM_ACCEPTED}'
 
 
 def describe_resnet_weights(pretrained: PretrainedSpec, depth: int,
@@ -203,7 +216,7 @@ def describe_resnet_weights(pretrained: PretrainedSpec, depth: int,
                              f'{weights_cls.__name__} (members: {members})')
         weights = weights_cls[member]
     if weights is None:
-        return _check_local_spec(pretrained, owner)
+        return _check_local_spec(pretrained, owner, _RESNET_ACCEPTED, _RESNET_URL_NOTE)
     match = torch.hub.HASH_REGEX.search(os.path.basename(weights.url))
     return WeightsSource(kind='torchvision', name=f'{weights_cls.__name__}.{weights.name}',
                          url=weights.url, cache_path=_torch_hub_file(weights.url),
@@ -224,7 +237,7 @@ def describe_timm_weights(pretrained: PretrainedSpec, model_name: str,
     if pretrained is None or pretrained is False:
         return WeightsSource(kind='random')
     if pretrained is not True:
-        return _check_local_spec(pretrained, owner)
+        return _check_local_spec(pretrained, owner, _TIMM_ACCEPTED, _TIMM_URL_NOTE)
     import timm.models
     try:
         cfg = timm.models.get_pretrained_cfg(model_name)
@@ -290,10 +303,32 @@ def _hub_cached_file(source: WeightsSource) -> Optional[str]:
     return None
 
 
+def _hub_entry_errors() -> Tuple[type, type]:
+    """``(EntryNotFoundError, LocalEntryNotFoundError)`` of the installed huggingface_hub.
+
+    ``hf_hub_download`` raises an ``EntryNotFoundError`` when the repo lacks the file, and its
+    subclass ``LocalEntryNotFoundError`` when the file is not cached and the hub cannot be
+    reached; recent versions name the first case ``RemoteEntryNotFoundError``. Both names exist
+    in ``huggingface_hub.errors`` (recent versions) or ``huggingface_hub.utils`` (older ones).
+    """
+    try:
+        from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+    except ImportError:  # huggingface_hub without the `errors` module
+        from huggingface_hub.utils import EntryNotFoundError, LocalEntryNotFoundError
+    return EntryNotFoundError, LocalEntryNotFoundError
+
+
+def _hub_unavailable(source: WeightsSource, spec: str, owner: str,
+                     err: BaseException) -> PretrainedWeightsUnavailable:
+    return _unavailable(source, spec, owner, err, source.hub_files[0],
+                        f'with `huggingface-cli download {source.hub_repo}` on a machine with '
+                        'network, then copy the cache folder; HF_HUB_CACHE / HF_HOME choose it')
+
+
 def _download_from_hub(source: WeightsSource, spec: str, owner: str) -> str:
     """The first of ``source.hub_files`` the repo holds, downloaded into the hub cache."""
     import huggingface_hub
-    from huggingface_hub.errors import RemoteEntryNotFoundError
+    missing_file, not_cached = _hub_entry_errors()
     print_log(f'{owner}: downloading {source.name} from the Hugging Face hub to '
               f'{source.cache_path}', logger='current', level=logging.INFO)
     for name in source.hub_files:
@@ -301,13 +336,11 @@ def _download_from_hub(source: WeightsSource, spec: str, owner: str) -> str:
             return huggingface_hub.hf_hub_download(
                 source.hub_repo, name, revision=source.hub_revision,
                 cache_dir=huggingface_hub.constants.HF_HUB_CACHE)
-        except RemoteEntryNotFoundError:
-            continue  # the repo has no such file: try the next name
-        except Exception as err:  # offline mode, connection errors, HTTP errors
-            raise _unavailable(source, spec, owner, err, source.hub_files[0],
-                               'with `huggingface-cli download '
-                               f'{source.hub_repo}` on a machine with network, then copy '
-                               'the cache folder; HF_HUB_CACHE / HF_HOME choose it') from err
+        except Exception as err:
+            if isinstance(err, missing_file) and not isinstance(err, not_cached):
+                continue  # the repo has no such file: try the next name
+            # offline mode (not cached), connection errors, other HTTP errors
+            raise _hub_unavailable(source, spec, owner, err) from err
     raise PretrainedWeightsUnavailable(f'{owner}: the hub repo {source.hub_repo} holds none of '
                                        f'{list(source.hub_files)}')
 
@@ -318,12 +351,41 @@ def _is_cached(source: WeightsSource) -> Optional[str]:
     return source.cache_path if os.path.isfile(source.cache_path) else None
 
 
+def _node_local_rank(rank: int, world_size: int) -> int:
+    """This process's rank among the processes on its node, taken from the process group.
+
+    mmengine's local process group when one was set up (``mmengine.dist.init_local_group``);
+    otherwise (mmengine's ``init_dist`` creates none) the ranks are grouped by host name with an
+    all-gather over the default group, so every rank must call this. The ``LOCAL_RANK``
+    variable is not used: ``tools/train.py`` sets it to 0 where the launcher (mpi) does not.
+    """
+    from mmengine import dist as mm_dist
+    try:
+        return mm_dist.get_local_rank()
+    except RuntimeError:  # 'Local process group is not created'
+        pass
+    import socket
+    hosts = [None] * world_size
+    torch.distributed.all_gather_object(hosts, socket.gethostname())
+    return hosts[:rank].count(hosts[rank])
+
+
+def _download(source: WeightsSource, spec: str, owner: str) -> None:
+    if source.kind == 'timm-hub':
+        _download_from_hub(source, spec, owner)
+    else:
+        _download_to_torch_hub(source, spec, owner)
+
+
 def fetch_weights(source: WeightsSource, spec: PretrainedSpec = None,
                   owner: str = 'backbone') -> str:
     """The local file of ``source``: the path itself, the cached file, or a fresh download.
 
-    Under a distributed launcher, local rank 0 of each node downloads while the other ranks wait
-    at a barrier, then read the same cached file.
+    In a process group of several ranks every rank calls this once and reaches one barrier,
+    whatever its cache holds: local rank 0 of each node checks the cache and downloads on a
+    miss, the others wait, then all read the cached file. An error of the downloading rank is
+    raised there after the barrier; the other ranks then find no file and raise
+    :class:`PretrainedWeightsUnavailable`, so that no rank waits forever.
 
     Raises:
         ValueError: ``source`` is random init (there is no file).
@@ -333,31 +395,32 @@ def fetch_weights(source: WeightsSource, spec: PretrainedSpec = None,
         raise ValueError(f'{owner}: random init has no weights file')
     if source.kind == 'file':
         return os.path.expanduser(source.name)
-    cached = _is_cached(source)
-    if cached is not None:
-        return cached
     spec = repr(spec) if spec is not None else repr(source.name)
-    from mmengine.dist import barrier, get_dist_info
-    rank, world_size = get_dist_info()
-    error = None
-    if world_size == 1 or int(os.environ.get('LOCAL_RANK', rank)) == 0:
-        try:
-            if source.kind == 'timm-hub':
-                _download_from_hub(source, spec, owner)
-            else:
-                _download_to_torch_hub(source, spec, owner)
-        except PretrainedWeightsUnavailable as err:
-            error = err  # raised after the barrier, so that no rank waits forever
-    if world_size > 1:
-        barrier()
-    if error is not None:
-        raise error
+    from mmengine import dist as mm_dist
+    rank, world_size = mm_dist.get_dist_info()  # (0, 1) without a process group
+    if world_size == 1:
+        cached = _is_cached(source)
+        if cached is not None:
+            return cached
+        _download(source, spec, owner)
+    else:
+        error = None
+        if _node_local_rank(rank, world_size) == 0:
+            try:
+                if _is_cached(source) is None:
+                    _download(source, spec, owner)
+            except Exception as err:  # also OSError / ImportError: raised after the barrier
+                error = err
+        mm_dist.barrier()
+        if error is not None:
+            raise error
     cached = _is_cached(source)
-    if cached is None:  # another rank's download failed
+    if cached is None:  # the download on local rank 0 of this node failed
         raise PretrainedWeightsUnavailable(
-            f'{owner}: {source.name} ({source.url}) is still not in the cache '
-            f'({source.cache_path}) after local rank 0 tried to download it; see its error, or '
-            f'pass a local copy with --cfg-options {CFG_OPTION}=/path/to/file')
+            f'{owner}: pretrained={spec} means the weights {source.name} ({source.url}), which '
+            f'are still not in the cache ({source.cache_path}) after local rank 0 of this node '
+            f'tried to download them; see its error, or pass a local copy with '
+            f'--cfg-options {CFG_OPTION}=/path/to/file')
     return cached
 
 

@@ -118,7 +118,7 @@ class TorchvisionResNet(BaseModule):
         if self.pretrained_source.kind == 'random':
             warn_random_init(owner)
         else:
-            self.load_pretrained(pretrained)
+            self.load_pretrained()
         self._freeze_stages()
 
     # -- properties -----------------------------------------------------------------------------
@@ -133,11 +133,15 @@ class TorchvisionResNet(BaseModule):
         return [self.stage_strides[i] for i in self.out_indices]
 
     # -- weights --------------------------------------------------------------------------------
-    def load_pretrained(self, pretrained: PretrainedSpec) -> None:
-        """Load ``pretrained`` (any value but None, see the class doc), downloading named
+    def load_pretrained(self, pretrained: PretrainedSpec = None) -> None:
+        """Load ``pretrained`` (any value but None, see the class doc; omitted: the value given
+        to ``__init__``, whose :attr:`pretrained_source` is reused), downloading named
         torchvision weights into the torch hub cache when they are not there yet."""
         owner = f'TorchvisionResNet-{self.depth}'
-        weights = describe_resnet_weights(pretrained, self.depth, owner)
+        if pretrained is None:
+            pretrained, weights = self.pretrained, self.pretrained_source
+        else:
+            weights = describe_resnet_weights(pretrained, self.depth, owner)
         path = fetch_weights(weights, pretrained, owner)
         source = f'{owner} pretrained {weights_origin(weights, path)}'
         state = select_backbone_state_dict(read_fetched_state_dict(weights, path), source)
