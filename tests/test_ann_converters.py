@@ -19,8 +19,8 @@ from tests.helpers import MP100_ANN_DIR, MP100_MINI, REPO, require
 from metapoint.datasets import MP100_SPLITS, AnnotationError, MP100Dataset
 from metapoint.datasets.ann_file_tools import (SourceCategory, SourceSkeletons,
                                                SplitMismatchError, add_skeletons,
-                                               build_unified_file, read_source_skeletons,
-                                               split_file_name)
+                                               build_unified_file, read_source_skeletons)
+from metapoint.datasets.mp100_splits import per_split_file_name
 
 VAL_TEST = [(n, s) for n in range(1, 6) for s in ('val', 'test')]
 TRAIN_NAMES = [f'mp100_split{n}_train.json' for n in range(1, 6)]
@@ -45,7 +45,7 @@ def _tool(name):
 def split_files():
     """(split, subset) -> the parsed shared per-split file."""
     require(MP100_ANN_DIR)
-    return {k: _load(MP100_ANN_DIR / split_file_name(*k)) for k in VAL_TEST}
+    return {k: _load(MP100_ANN_DIR / per_split_file_name(*k)) for k in VAL_TEST}
 
 
 @pytest.fixture(scope='module')
@@ -65,20 +65,20 @@ def _split_dir(tmp_path, split_files, keep=VAL_TEST, edit=None):
     d = tmp_path / 'ann'
     d.mkdir()
     for key in keep:
-        target = d / split_file_name(*key)
+        target = d / per_split_file_name(*key)
         if edit and key in edit:
             data = copy.deepcopy(split_files[key])
             edit[key](data)
             target.write_text(json.dumps(data), encoding='utf-8')
         else:
-            target.symlink_to(MP100_ANN_DIR / split_file_name(*key))
+            target.symlink_to(MP100_ANN_DIR / per_split_file_name(*key))
     return d
 
 
 # ----------------------------------------------------------------------- (a) the unified file
 def test_unified_file_from_the_val_and_test_files(unified, split_files):
     data, report = unified
-    assert report.present == [split_file_name(*k) for k in VAL_TEST]
+    assert report.present == [per_split_file_name(*k) for k in VAL_TEST]
     assert report.missing == TRAIN_NAMES
     assert [c['id'] for c in data['categories']] == list(range(1, 101))
     # every annotation of every file, once, identical; first-appearance order over the files
@@ -211,7 +211,7 @@ def test_only_empty_adds_links_and_writes_zero_indexed(unified, sources):
     assert change[2].base_before == 1 and change[2].links_before == src[2]
     assert out['info']['skeleton_index_base'] == 0
     assert out['info']['skeleton_links']['sources'] == sorted(
-        split_file_name(*k) for k in VAL_TEST)
+        per_split_file_name(*k) for k in VAL_TEST)
     summary = report.summary()
     assert ('added 4, replaced 0, converted 3, unchanged 94, empty 0 (of 101 categories)'
             in summary)
@@ -268,6 +268,40 @@ def test_links_without_keypoint_0_are_flagged():
     assert report.ids('added') == [7] and report.needs_base0 == [7]
     assert 'links of categories [7] never use keypoint 0' in report.summary()
     assert 'skeleton_index_base=0' in report.summary()
+
+
+def test_linked_file_without_keypoint_0_loads_with_auto(tiny_coco, tmp_path, capsys):
+    """The CLI end to end on the tiny set: category 1 gets links that never use keypoint 0. The
+    written file declares info.skeleton_index_base = 0, which the dataset's 'auto' honours; the
+    report goes to a folder that does not exist yet."""
+    source = tiny_coco()
+    source.category(1)['skeleton'] = [[1, 2], [2, 3]]
+    source.data['info']['skeleton_index_base'] = 0  # else 'auto' could not read the source
+    src_path = source.write(name='source.json')
+    target = tiny_coco(mutate=lambda d: d['categories'][0].update(skeleton=[]))
+    out = tmp_path / 'linked' / 'linked.json'
+    report_json = tmp_path / 'reports' / 'new' / 'links.json'
+    _tool('add_mp100_skeletons').main([str(target.ann_file), str(out), '--source', str(src_path),
+                                       '--report-json', str(report_json)])
+    assert 'links of categories [1] never use keypoint 0' in capsys.readouterr().out
+    rep = _load(report_json)
+    assert [(c['id'], c['action']) for c in rep['categories']] == [(1, 'added'), (2, 'unchanged')]
+    data = _load(out)
+    assert data['info']['skeleton_index_base'] == 0
+    ds = MP100Dataset(str(out), test_mode=True, check_images=False, num_episodes=1, num_queries=1,
+                      max_kpt_num=8)
+    assert ds.categories[1].skeleton == [[1, 2], [2, 3]]
+    assert ds.report.declared_skeleton_base == 0
+    # re-linking the written file reads it with its declared base too
+    again = tmp_path / 'again.json'
+    _tool('add_mp100_skeletons').main([str(out), str(again), '--source', str(src_path)])
+    assert _load(again)['categories'] == data['categories']
+    # a report path that is a folder is refused before anything is written
+    with pytest.raises(IsADirectoryError, match='is a folder'):
+        _tool('add_mp100_skeletons').main([str(target.ann_file), str(tmp_path / 'x.json'),
+                                           '--source', str(src_path), '--report-json',
+                                           str(tmp_path / 'reports')])
+    assert not (tmp_path / 'x.json').exists()
 
 
 def test_source_index_base_is_converted_and_sources_must_agree(tmp_path, split_files):

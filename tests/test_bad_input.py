@@ -13,6 +13,7 @@ from tests.helpers import TINY_BOX, TINY_IMG_W
 
 from metapoint.datasets import (AnnotationError, EpisodeError, ImageLoadError,
                                 MP100Dataset, draw_train_episodes)
+from metapoint.datasets.annotation_parsing import UndecidableSkeletonBaseError
 
 ZERO_BOX = 'zero-area bbox after clipping'
 
@@ -85,8 +86,8 @@ def test_missing_annotation_file(tiny_coco):
 def test_missing_image_test_mode(tiny_coco):
     tc = tiny_coco()
     tc.img_of_ann[103].unlink()
-    with pytest.raises(ImageLoadError, match=rf'{esc(tc.ann_file)}: 1 image file\(s\) missing, '
-                       rf'first {esc(tc.img_of_ann[103])} \(annotation 103\)'):
+    with pytest.raises(ImageLoadError, match=rf'{esc(tc.ann_file)}: 1 image file\(s\) missing or '
+                       rf'empty, first {esc(tc.img_of_ann[103])} \(missing; annotation 103\)'):
         build(tc)
 
 
@@ -101,6 +102,26 @@ def test_missing_image_training_is_skipped(tiny_coco, mm_logs):
     assert len(warn) == 1
     assert str(tc.img_of_ann[103]) in warn[0] and 'annotation 103' in warn[0]
     assert str(tc.ann_file) in warn[0]
+
+
+def test_empty_image_file_is_an_error_in_test_mode(tiny_coco):
+    """A 0-byte image fails the load-time check (the checker's rule), not only the later load."""
+    tc = tiny_coco()
+    tc.img_of_ann[202].write_bytes(b'')
+    with pytest.raises(ImageLoadError, match=rf'{esc(tc.ann_file)}: 1 image file\(s\) missing or '
+                       rf'empty, first {esc(tc.img_of_ann[202])} \(empty; annotation 202\)'):
+        build(tc)
+
+
+def test_missing_and_empty_images_training_are_skipped(tiny_coco, mm_logs):
+    tc = tiny_coco()
+    tc.img_of_ann[202].write_bytes(b'')
+    tc.img_of_ann[103].unlink()
+    ds = build(tc, test_mode=False)
+    assert ds.report.skipped == {'image file missing': [103], 'image file empty': [202]}
+    assert [i['ann_id'] for i in ds.instances] == [101, 102, 104, 201, 203]
+    warn = [m for m in warnings_of(mm_logs) if 'missing or empty' in m]
+    assert len(warn) == 1 and 'skipped 2 instance(s)' in warn[0]
 
 
 def _corrupt(tc, ann_id):
@@ -192,6 +213,50 @@ def test_skeleton_index_out_of_range(tiny_coco, skeleton, base, message):
     with pytest.raises(AnnotationError, match=rf'^{esc(tc.ann_file)}: {message}'):
         # (explicit bases apply to every category: load category 2 alone)
         build(tc, skeleton_index_base=base, valid_class_ids=[2], num_queries=1)
+
+
+def test_undecidable_skeleton_base_has_its_own_error_class(tiny_coco):
+    tc = tiny_coco(mutate=lambda d: d['categories'][1].update(skeleton=[[1, 2], [2, 3]]))
+    with pytest.raises(UndecidableSkeletonBaseError, match=r'category 2: cannot decide'):
+        build(tc)
+
+
+NO_ZERO = [[1, 2], [2, 3]]  # 0-indexed links of category 1 (K=4) that never use keypoint 0
+
+
+def _declare(base):
+    def mutate(d):
+        d['categories'][0]['skeleton'] = [list(p) for p in NO_ZERO]
+        if base is not None:
+            d['info']['skeleton_index_base'] = base
+    return mutate
+
+
+def test_auto_takes_the_files_declared_skeleton_base(tiny_coco, mm_logs):
+    """'auto' reads a file's info.skeleton_index_base (as our tools write it), logged."""
+    with pytest.raises(UndecidableSkeletonBaseError, match='category 1'):
+        build(tiny_coco(mutate=_declare(None)))  # nothing declared: 'auto' cannot decide
+    ds = build(tiny_coco(mutate=_declare(0)))
+    assert ds.categories[1].skeleton == NO_ZERO
+    assert ds.categories[2].skeleton == [[0, 1], [1, 2], [2, 3], [3, 4], [4, 0]]
+    assert ds.report.declared_skeleton_base == 0
+    assert ds.report.skeleton_base == {'0': [1, 2]}
+    logged = [r.getMessage() for r in mm_logs if 'categories,' in r.getMessage()]
+    assert "base 0 for every category, from the file's info.skeleton_index_base" in logged[-1]
+    # declared 1: every category is read 1-indexed (category 2 uses index 0: out of range)
+    with pytest.raises(AnnotationError, match=r"category 2: skeleton index out of range for 5 "
+                       r"keypoints with index base 1: .*\(index base from the file's "
+                       r"info.skeleton_index_base\)"):
+        build(tiny_coco(mutate=_declare(1)))
+    ds = build(tiny_coco(mutate=_declare(1)), valid_class_ids=[1])
+    assert ds.categories[1].skeleton == [[0, 1], [1, 2]]
+    # an explicit setting wins over the declaration
+    ds = build(tiny_coco(mutate=_declare(1)), skeleton_index_base=0)
+    assert ds.categories[1].skeleton == NO_ZERO and ds.report.declared_skeleton_base is None
+    tc = tiny_coco(mutate=_declare('zero'))
+    with pytest.raises(AnnotationError, match=rf"^{esc(tc.ann_file)}: info.skeleton_index_base "
+                       r"must be 0 or 1, got 'zero'"):
+        build(tc)
 
 
 def _extra_anns(d, boxes_and_areas):

@@ -17,8 +17,9 @@ import pytest
 
 from tests.helpers import MP100_ANN_DIR, MP100_MINI, REPO, require
 
-from metapoint.datasets import MP100_SPLITS, ImageLoadError, MP100Dataset
-from metapoint.datasets.mp100_check import check_mp100, image_problem
+from metapoint.datasets import MP100_SPLITS, AnnotationError, ImageLoadError, MP100Dataset
+from metapoint.datasets.image_files import image_problem
+from metapoint.datasets.mp100_check import check_mp100
 from metapoint.evaluation import CAPEMetric, format_pck_table
 
 MINI_TEST = [19, 20, 23, 24, 25, 26, 28, 29, 30, 31, 32, 36]
@@ -162,6 +163,8 @@ def test_mini_traps_h5_deepfashion_similar_folder(mini, capsys):
                              'similar_folder': [29]}
     msgs = {t['id']: t['message'] for t in rep['traps']}
     assert 'fly/ which holds annotation_data_release.h5' in msgs['h5_only']
+    assert 'extract the frames from the .h5 volume' in msgs['h5_only']
+    assert msgs['h5_only'].endswith('(see docs/data_preparation.md#h5_only)')
     assert 'expect folder deepfashion2/' in msgs['deepfashion_folder']
     assert 'DeepFashion/ does' in msgs['deepfashion_folder']
     assert 'Locust/' in msgs['similar_folder']
@@ -184,6 +187,7 @@ def test_annotation_traps(mini, capsys):
     cats[31]['skeleton'] = [[a + 1, b + 1] for a, b in cats[31]['skeleton']]  # 1-indexed
     cats[30]['skeleton'] = []
     cats[32]['skeleton'] = [[1, 2], [2, 3]]          # neither 0 nor K=15: undecidable
+    declared = data['info'].pop('skeleton_index_base')  # mixed bases: 'auto' decides each
     (mini / 'annotations' / 'edited.json').write_text(json.dumps(data))
 
     rc, text, rep = run_cli(capsys, mini, '--ann-file', 'annotations/edited.json',
@@ -207,6 +211,20 @@ def test_annotation_traps(mini, capsys):
     assert 'cannot decide the skeleton index base' in cat['32']['errors'][0]
     assert counts(rep, 32) == (0, 2, 2, 0, 0)  # images still checked for a broken category
     assert rep['splits']['default']['subsets']['test']['blocked'] == {'32': 'annotation error'}
+
+    # the file declares its base (info.skeleton_index_base = 0): 'auto' takes it, as the dataset
+    data['info']['skeleton_index_base'] = declared
+    (mini / 'annotations' / 'edited.json').write_text(json.dumps(data))
+    rc, text, rep = run_cli(capsys, mini, '--ann-file', 'annotations/edited.json',
+                            '--split-file', 'splits.json', '--subset', 'test')
+    assert rc == 1
+    cat = rep['categories']
+    assert cat['32']['complete'] and cat['32']['skeleton_index_base'] == '0'
+    assert cat['31']['blocker'] == 'annotation error'  # its 1-indexed links reach index K
+    assert ('category 31: skeleton index out of range for 22 keypoints with index base 0'
+            in cat['31']['errors'][0])
+    assert "(index base from the file's info.skeleton_index_base)" in cat['31']['errors'][0]
+    assert rep['splits']['default']['subsets']['test']['blocked'] == {'31': 'annotation error'}
 
 
 def test_real_per_split_files_carfusion(tmp_path, capsys):
@@ -241,6 +259,8 @@ def test_real_per_split_files_carfusion(tmp_path, capsys):
                                         'bus/1300910400.jpg': ['bus/bus_1300910400.JPG']}
     bus_msg = next(t['message'] for t in rep['traps'] if t['id'] == 'carfusion_names')
     assert '38 bus: 99 CarFusion image(s) missing' in bus_msg and '2 have a closely' in bus_msg
+    assert 'Re-map the rest by annotation' in bus_msg
+    assert bus_msg.endswith('(docs/data_preparation.md#carfusion_names)')
     assert cat['51']['suggestions'] == {'suv/': []}  # no suv folder at all
     # category 18 keeps 209 of its 215 val annotations (zero-area boxes); only those are checked
     assert (cat['18']['annotations'], cat['18']['instances']) == (215, 209)
@@ -249,6 +269,121 @@ def test_real_per_split_files_carfusion(tmp_path, capsys):
     # the requested split must exist
     assert CLI.main([str(root), '--split', '7']) == 2
     assert 'split(s) [\'7\'] not available' in capsys.readouterr().err
+
+
+# ------------------------------------------------------------- tiny trees (no optional data)
+def _write(path, data):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data), encoding='utf-8')
+
+
+def _renumber(data, new_ids):
+    """The tiny set with its categories 1, 2 renamed to ``new_ids`` (annotations follow)."""
+    data = json.loads(json.dumps(data))
+    old_to_new = dict(zip((1, 2), new_ids))
+    for c in data['categories']:
+        c['id'] = old_to_new[c['id']]
+    for a in data['annotations']:
+        a['category_id'] = old_to_new[a['category_id']]
+    return data
+
+
+def test_per_split_file_must_hold_its_official_list(tiny_coco, capsys):
+    """A misnamed file (split 2's test categories saved as split 1's test file) blocks."""
+    tc = tiny_coco()
+    s2 = MP100_SPLITS[2]['test'][:2]  # 37, 48: not split-1 test categories
+    _write(tc.root / 'annotations' / 'mp100_split1_test.json', _renumber(tc.data, s2))
+    rep = check_mp100(str(tc.root), splits=[1], subsets=['test'])
+    assert rep.layout == 'per-split files'
+    (sub,) = rep.subsets
+    assert sub.category_ids == s2 and sub.blocked == {}  # the categories themselves are fine
+    assert all(rep.categories[c].complete for c in s2)
+    path = str(tc.root / 'annotations' / 'mp100_split1_test.json')
+    assert sub.error == (f"{path}: categories differ from the official split 1 'test' list: "
+                         f"missing {sorted(MP100_SPLITS[1]['test'])}, not in the list "
+                         f'{sorted(s2)}')
+    assert not rep.complete and not rep.split_complete(1)
+    # the same through --ann-file, and in the CLI's verdict
+    rc, text, js = run_cli(capsys, tc.root, '--ann-file', 'annotations/mp100_split1_test.json')
+    assert rc == 1 and js['layout'] == 'per-split file'
+    assert "test: blocked: " + path + ": categories differ from the official split 1" in text
+
+
+def test_split_file_applies_to_per_split_files(tiny_coco, capsys):
+    """With per-split files, --split-file's splitN lists replace the official ones."""
+    tc = tiny_coco()
+    _write(tc.root / 'annotations' / 'mp100_split1_test.json', tc.data)
+    _write(tc.root / 'annotations' / 'mp100_split2_test.json', tc.data)
+    _write(tc.root / 'mine.json', {'split1': {'test': [2, 1]}, 'split2': {'test': [1]}})
+    rep = check_mp100(str(tc.root), split_file='mine.json', subsets=['test'])
+    assert rep.layout == 'per-split files, lists from mine.json'
+    assert rep.splits == ['1', '2']
+    assert rep.split_complete(1)  # categories 1 and 2 as listed, images present
+    (s2,) = [s for s in rep.subsets if s.split == '2']
+    assert s2.error.endswith("categories differ from the split 2 'test' list of "
+                             f"{tc.root / 'mine.json'}: missing [], not in the list [2]")
+    # a file without splitN entries cannot say which per-split files to read
+    _write(tc.root / 'flat.json', {'test': [1, 2]})
+    assert CLI.main([str(tc.root), '--split-file', 'flat.json']) == 2
+    assert 'has no "splitN" entries' in capsys.readouterr().err
+    # a per-split file of a split the split file does not list
+    _write(tc.root / 'one.json', {'split1': {'test': [1, 2]}})
+    with pytest.raises(ValueError, match=r"has no split2 'test' list"):
+        check_mp100(str(tc.root), ann_file='annotations/mp100_split2_test.json',
+                    split_file='one.json')
+
+
+def test_per_split_ann_file_outside_the_subsets_is_refused(tiny_coco, capsys):
+    tc = tiny_coco()
+    _write(tc.root / 'annotations' / 'mp100_split3_val.json', tc.data)
+    assert CLI.main([str(tc.root), '--ann-file', 'annotations/mp100_split3_val.json',
+                     '--subset', 'test']) == 2
+    err = capsys.readouterr().err
+    assert "mp100_split3_val.json is the 'val' file of split 3, not among the subsets to check " \
+        "['test']" in err
+    with pytest.raises(ValueError, match='names split 7, MP-100 has splits'):
+        _write(tc.root / 'annotations' / 'mp100_split7_val.json', tc.data)
+        check_mp100(str(tc.root), ann_file='annotations/mp100_split7_val.json')
+
+
+def _tiny_split_file(tc):
+    _write(tc.root / 'splits.json', {'test': [1, 2]})
+    return dict(ann_file='annotations/tiny.json', split_file='splits.json')
+
+
+def test_duplicate_annotation_id_across_categories(tiny_coco):
+    """Annotation 201 (category 2) renumbered 101 (category 1): each category parses alone,
+    the file does not; the checker blocks as the dataset refuses."""
+    tc = tiny_coco(mutate=lambda d: d['annotations'][4].update(id=101))
+    with pytest.raises(AnnotationError, match='duplicate annotation id 101'):
+        MP100Dataset(**tc.dataset_kwargs())
+    rep = check_mp100(str(tc.root), **_tiny_split_file(tc))
+    (sub,) = rep.subsets
+    assert sub.error == f'{tc.ann_file}: duplicate annotation id 101'
+    assert not rep.complete
+    # a category error stays with its category; the other one is complete
+    tc = tiny_coco(mutate=lambda d: d['categories'][1].update(skeleton=[[1, 2]]))
+    rep = check_mp100(str(tc.root), **_tiny_split_file(tc))
+    (sub,) = rep.subsets
+    assert sub.error is None and sub.blocked == {2: 'annotation error'}
+    assert rep.categories[1].complete and rep.categories[1].instance_ids == {101, 102, 103, 104}
+    assert rep.categories[2].skeleton_index_base == 'undecidable'
+    assert len(rep.categories[2].image_files) == 3  # still checked
+
+
+def test_backslash_file_names(tiny_coco):
+    """A Windows-style file name with a zero-padded name on disk: a suggestion and a trap
+    (this used to end in StopIteration)."""
+    tc = tiny_coco(mutate=lambda d: d['images'][0].update(file_name='birds\\101.png'))
+    (tc.img_dir / 'birds').mkdir()
+    tc.img_of_ann[101].rename(tc.img_dir / 'birds' / '00101.png')
+    rep = check_mp100(str(tc.root), **_tiny_split_file(tc))
+    check = rep.categories[1]
+    assert check.image_files['birds\\101.png'] == 'missing'
+    assert check.suggestions == {'birds\\101.png': ['birds/00101.png']}
+    (trap,) = rep.traps
+    assert trap.id == 'close_file_names' and trap.categories == [1]
+    assert 'e.g. birds\\101.png -> birds/00101.png' in trap.message
 
 
 def test_real_unified_file_official_splits(tmp_path):
@@ -311,8 +446,8 @@ def mini_test_dataset(root, **kw):
 def test_missing_test_image_default_is_error(mini):
     gone = mini / 'images' / 'fly' / '1400.jpg'
     gone.unlink()
-    with pytest.raises(ImageLoadError, match=r'1 image file\(s\) missing, first .*'
-                       + str(gone).replace('.', r'\.') + r' \(annotation \d+\)'):
+    with pytest.raises(ImageLoadError, match=r'1 image file\(s\) missing or empty, first .*'
+                       + str(gone).replace('.', r'\.') + r' \(missing; annotation \d+\)'):
         mini_test_dataset(mini)
 
 

@@ -17,18 +17,12 @@ import json
 import os
 import os.path as osp
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .annotation_parsing import (AnnotationError, SkeletonBase, annotation_keypoint_lengths,
-                                 category_num_kpts, load_json, resolve_skeleton)
-from .mp100_splits import MP100_SPLITS
-
-SUBSETS = ('train', 'val', 'test')
-SPLIT_FILE_PATTERN = 'mp100_split{split}_{subset}.json'
-
-
-def split_file_name(split: int, subset: str) -> str:
-    return SPLIT_FILE_PATTERN.format(split=split, subset=subset)
+                                 category_num_kpts, file_skeleton_base, load_json,
+                                 resolve_file_skeleton)
+from .mp100_splits import MP100_SPLITS, SUBSETS, per_split_file_name
 
 
 def _canonical(obj) -> str:
@@ -88,15 +82,25 @@ class BuildReport:
         return '\n'.join(lines)
 
 
+def check_split_categories(found: Iterable[int], listed: Sequence[int], path: str,
+                           list_name: str) -> None:
+    """The category ids ``found`` in ``path`` must equal ``listed``.
+
+    ``list_name`` names the list in the error, e.g. ``"the official split 1 'test' list"``.
+    """
+    found, listed = set(found), set(listed)
+    if found != listed:
+        raise SplitMismatchError(
+            f'{path}: categories differ from {list_name}: missing {sorted(listed - found)}, '
+            f'not in the list {sorted(found - listed)}')
+
+
 def check_split_file(data: dict, path: str, split: int, subset: str,
                      splits: Dict[int, Dict[str, List[int]]] = MP100_SPLITS) -> None:
     """The categories of ``mp100_split{split}_{subset}.json`` must equal the official list."""
-    found = {c.get('id') for c in data['categories'] if isinstance(c, dict)}
-    official = set(splits[split][subset])
-    if found != official:
-        raise SplitMismatchError(
-            f'{path}: categories differ from the official split {split} {subset!r} list: '
-            f'missing {sorted(official - found)}, not in the list {sorted(found - official)}')
+    check_split_categories((c.get('id') for c in data['categories'] if isinstance(c, dict)),
+                           splits[split][subset], path,
+                           f'the official split {split} {subset!r} list')
 
 
 def check_unified_splits(data: dict, path: str,
@@ -154,15 +158,15 @@ def build_unified_file(ann_dir: str, allow_missing: bool = False,
     found = []  # (split, subset, path) of the files that are there
     for n in sorted(splits):
         for s in SUBSETS:
-            path = osp.join(ann_dir, split_file_name(n, s))
+            path = osp.join(ann_dir, per_split_file_name(n, s))
             if osp.isfile(path):
                 found.append((n, s, path))
             else:
-                report.missing.append(split_file_name(n, s))
+                report.missing.append(per_split_file_name(n, s))
     if not found:
         raise FileNotFoundError(f'{ann_dir}: none of the per-split files '
-                                f'{split_file_name(1, "train")} ... '
-                                f'{split_file_name(max(splits), "test")} is there')
+                                f'{per_split_file_name(1, "train")} ... '
+                                f'{per_split_file_name(max(splits), "test")} is there')
     if report.missing and not allow_missing:
         raise FileNotFoundError(
             f'{ann_dir}: {len(report.missing)} per-split file(s) not found: '
@@ -271,9 +275,10 @@ class SkeletonReport:
         if self.not_in_source:
             lines.append(f'not in the source files (links kept): {self.not_in_source}')
         if self.needs_base0:
-            lines.append(f'links of categories {self.needs_base0} never use keypoint 0, so '
-                         "skeleton_index_base='auto' cannot decide them: load this file with "
-                         'skeleton_index_base=0')
+            lines.append(f'links of categories {self.needs_base0} never use keypoint 0: '
+                         "skeleton_index_base='auto' reads them as 0-indexed only through the "
+                         "file's info.skeleton_index_base=0 (written here; keep it when editing "
+                         'the file, or load it with skeleton_index_base=0)')
         return '\n'.join(lines)
 
     def to_dict(self) -> dict:
@@ -300,6 +305,8 @@ class SourceSkeletons:
 def read_source_skeletons(paths: Sequence[str], base: SkeletonBase = 'auto') -> SourceSkeletons:
     """Category id -> (name, K_c, 0-indexed links) over the source files.
 
+    ``base``: as the loader's ``skeleton_index_base`` ('auto' honours a file's
+    ``info.skeleton_index_base``, else decides per category).
     A category found in several files must have the same name, K_c and links in each (error
     naming both files). Directories are expanded to their ``*.json`` files.
     """
@@ -313,9 +320,10 @@ def read_source_skeletons(paths: Sequence[str], base: SkeletonBase = 'auto') -> 
         data = load_json(path)
         cats = _index_by_id(data['categories'], 'category', path)
         ann_len = annotation_keypoint_lengths(data, list(cats))
+        declared = file_skeleton_base(data, path, base)
         for cid, cat in cats.items():
             k = category_num_kpts(cat, ann_len, path)
-            links, _ = resolve_skeleton(cat.get('skeleton'), k, base, cid, path)
+            links, _ = resolve_file_skeleton(cat.get('skeleton'), k, base, declared, cid, path)
             new = SourceCategory(str(cat.get('name', cid)), k, links, path)
             old = out.get(cid)
             if old is None:
@@ -340,8 +348,8 @@ def add_skeletons(target: dict, target_path: str, sources: SourceSkeletons,
         mode: ``'only-empty'`` adds links only to categories whose target skeleton is empty
             (what the official FMMP linked file does) and keeps every other skeleton;
             ``'replace'`` writes the source's links for every category the sources hold.
-        target_base: index base of the target's skeletons (0, 1 or 'auto', decided per
-            category as the loader does).
+        target_base: index base of the target's skeletons (0, 1 or 'auto': as the loader, the
+            target's ``info.skeleton_index_base`` when it has one, else decided per category).
         check_names: refuse when a category's name differs between target and source.
 
     Every category in both must have the same keypoint count K_c (else an error naming it). The
@@ -356,6 +364,7 @@ def add_skeletons(target: dict, target_path: str, sources: SourceSkeletons,
     out = copy.deepcopy(target)
     cats = _index_by_id(out['categories'], 'category', target_path)
     ann_len = annotation_keypoint_lengths(out, list(cats))
+    declared = file_skeleton_base(out, target_path, target_base)
     report = SkeletonReport(mode=mode, sources=list(sources.files))
     by_id = sources.categories
     mismatched = []
@@ -379,7 +388,8 @@ def add_skeletons(target: dict, target_path: str, sources: SourceSkeletons,
 
     for cid, cat in cats.items():
         k = category_num_kpts(cat, ann_len, target_path)
-        before, base = resolve_skeleton(cat.get('skeleton'), k, target_base, cid, target_path)
+        before, base = resolve_file_skeleton(cat.get('skeleton'), k, target_base, declared, cid,
+                                             target_path)
         src = by_id.get(cid)
         if src is not None and src.links and (mode == 'replace' or not before):
             after = [list(p) for p in src.links]
@@ -402,19 +412,6 @@ def add_skeletons(target: dict, target_path: str, sources: SourceSkeletons,
                        skeleton_links=dict(mode=mode, sources=[osp.basename(p)
                                                                for p in report.sources]))
     return out, report
-
-
-def skeleton_summary(data: dict, path: str, base: SkeletonBase = 'auto'
-                     ) -> Dict[str, List[int]]:
-    """'0' / '1' / 'empty' -> category ids, decided per category as the loader does."""
-    cats = _index_by_id(data['categories'], 'category', path)
-    ann_len = annotation_keypoint_lengths(data, list(cats))
-    out: Dict[str, List[int]] = {}
-    for cid, cat in cats.items():
-        _, b = resolve_skeleton(cat.get('skeleton'), category_num_kpts(cat, ann_len, path),
-                                base, cid, path)
-        out.setdefault('empty' if b is None else str(b), []).append(cid)
-    return out
 
 
 def add_skeletons_to_file(target_path: str, out_path: str, source_paths: Sequence[str],

@@ -4,7 +4,8 @@ Conventions (see ``docs/data.md``):
 
 * keypoints and boxes are in original image pixels, (x, y);
 * ``K`` is the padded slot count ``max_kpt_num``; ``K_c`` the real keypoint count of category c;
-* skeletons are returned 0-indexed, whatever the file uses (``skeleton_index_base``).
+* skeletons are returned 0-indexed, whatever the file uses (``skeleton_index_base``; with
+  ``'auto'``, a file's own ``info.skeleton_index_base`` of 0 or 1 applies to all its categories).
 
 Bad input raises :class:`AnnotationError` naming the file and the annotation / category id.
 Instances the official protocol drops (no box, zero-area box, no labelled keypoint) are skipped,
@@ -14,18 +15,23 @@ from __future__ import annotations
 
 import json
 import os.path as osp
-import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
+from .mp100_splits import MP100_SPLITS, parse_per_split_file_name
+
 SkeletonBase = Union[str, int]
 
 
 class AnnotationError(ValueError):
     """A malformed annotation file; the message names the file and the offending id."""
+
+
+class UndecidableSkeletonBaseError(AnnotationError):
+    """``skeleton_index_base='auto'`` cannot tell if a category's skeleton is 0- or 1-indexed."""
 
 
 @dataclass
@@ -45,6 +51,8 @@ class ParseReport:
     skipped: Dict[str, List[int]] = field(default_factory=dict)  # reason -> annotation ids
     skeleton_base: Dict[str, List[int]] = field(default_factory=dict)  # '0'/'1'/'empty' -> cat ids
     skipped_categories: Dict[str, List[int]] = field(default_factory=dict)
+    #: 0 / 1 when 'auto' took the base from the file's ``info.skeleton_index_base``
+    declared_skeleton_base: Optional[int] = None
 
     def skip(self, reason: str, ann_id: int) -> None:
         self.skipped.setdefault(reason, []).append(ann_id)
@@ -62,6 +70,9 @@ class ParseReport:
         base = ', '.join(f'{k}-indexed: {len(v)}' if k != 'empty' else f'empty: {len(v)}'
                          for k, v in sorted(self.skeleton_base.items()))
         if base:
+            if self.declared_skeleton_base is not None:
+                base += (f' (base {self.declared_skeleton_base} for every category, from the '
+                         "file's info.skeleton_index_base)")
             parts.append(f'skeletons {base}')
             one = self.skeleton_base.get('1')
             if one:
@@ -88,7 +99,6 @@ ANN_FILE_HINTS = {
         f'{_BUILD_UNIFIED} (docs/annotation_files.md). The synthetic sets write their own: '
         'bash scripts.sh synthetic / synthetic-real.'),
 }
-_SPLIT_FILE = re.compile(r'^mp100_split[1-5]_(train|val|test)\.json$')
 
 
 def missing_file_hint(path: str) -> str:
@@ -96,7 +106,8 @@ def missing_file_hint(path: str) -> str:
     name = osp.basename(path)
     if name in ANN_FILE_HINTS:
         return ANN_FILE_HINTS[name]
-    if _SPLIT_FILE.match(name):
+    split = parse_per_split_file_name(name)
+    if split is not None and split[0] in MP100_SPLITS:
         return ('an official MP-100 per-split file: it comes with the MP-100 release '
                 '(annotations/mp100_split{1..5}_{train,val,test}.json).')
     return ''
@@ -156,9 +167,10 @@ def resolve_skeleton(raw: Sequence, num_kpts: int, base: SkeletonBase, cat_id: i
         elif lo == 0 and hi < num_kpts:
             base = 0
         else:
-            raise AnnotationError(
+            raise UndecidableSkeletonBaseError(
                 f'{path}: category {cat_id}: cannot decide the skeleton index base (min index '
-                f'{lo}, max {hi}, {num_kpts} keypoints); set skeleton_index_base to 0 or 1')
+                f'{lo}, max {hi}, {num_kpts} keypoints); set skeleton_index_base to 0 or 1 '
+                '(or info.skeleton_index_base in the file)')
     elif base not in (0, 1):
         raise ValueError(f"skeleton_index_base must be 0, 1 or 'auto', got {base!r}")
     out = [[a - base, b - base] for a, b in pairs]
@@ -168,6 +180,33 @@ def resolve_skeleton(raw: Sequence, num_kpts: int, base: SkeletonBase, cat_id: i
             f'{path}: category {cat_id}: skeleton index out of range for {num_kpts} keypoints '
             f'with index base {base}: {[[a + base, b + base] for a, b in bad[:5]]}')
     return out, base
+
+
+def file_skeleton_base(data: dict, path: str, base: SkeletonBase) -> Optional[int]:
+    """The index base ``'auto'`` takes from the file: ``info.skeleton_index_base`` (0 or 1).
+
+    None when ``base`` is explicit (0 / 1: the caller's setting wins) or the file declares none;
+    then 'auto' decides per category. A declared value other than 0 or 1 is an error.
+    """
+    info = data.get('info')
+    if base != 'auto' or not isinstance(info, dict) or 'skeleton_index_base' not in info:
+        return None
+    declared = info['skeleton_index_base']
+    if isinstance(declared, bool) or declared not in (0, 1):
+        raise AnnotationError(f'{path}: info.skeleton_index_base must be 0 or 1, got {declared!r}')
+    return int(declared)
+
+
+def resolve_file_skeleton(raw: Sequence, num_kpts: int, base: SkeletonBase,
+                          declared: Optional[int], cat_id: int, path: str) -> tuple:
+    """:func:`resolve_skeleton` with the file's declared base (see :func:`file_skeleton_base`)
+    in place of ``'auto'``; an error then says where the base came from."""
+    if declared is None:
+        return resolve_skeleton(raw, num_kpts, base, cat_id, path)
+    try:
+        return resolve_skeleton(raw, num_kpts, declared, cat_id, path)
+    except AnnotationError as e:
+        raise AnnotationError(f"{e} (index base from the file's info.skeleton_index_base)") from e
 
 
 def sanitise_bbox(bbox: Sequence[float], img_w: float, img_h: float) -> Optional[np.ndarray]:
@@ -248,6 +287,8 @@ def parse_categories(data: dict, path: str, ids: Optional[Sequence[int]], max_kp
             raise ValueError(f'valid_class_ids has duplicates: {ids}')
 
     ann_len = annotation_keypoint_lengths(data, ids)
+    declared = file_skeleton_base(data, path, skeleton_index_base)
+    report.declared_skeleton_base = declared
     cats = OrderedDict()
     for cid in ids:
         cat = by_id[cid]
@@ -261,8 +302,8 @@ def parse_categories(data: dict, path: str, ids: Optional[Sequence[int]], max_kp
             raise AnnotationError(
                 f'{path}: category {cid} ({cat.get("name")}) has {num_kpts} keypoints, more than '
                 f'max_kpt_num={max_kpt_num}; raise max_kpt_num or set skip_oversized_categories')
-        skeleton, base = resolve_skeleton(cat.get('skeleton'), num_kpts, skeleton_index_base,
-                                          cid, path)
+        skeleton, base = resolve_file_skeleton(cat.get('skeleton'), num_kpts,
+                                               skeleton_index_base, declared, cid, path)
         report.skeleton_base.setdefault('empty' if base is None else str(base), []).append(cid)
         cats[cid] = CategoryRecord(
             id=cid, name=str(cat.get('name', cid)), num_kpts=num_kpts, skeleton=skeleton,

@@ -14,6 +14,13 @@ Layouts (``DATA_ROOT`` relative):
 * ``ann_file`` given: that file; a ``mp100_split{N}_{subset}.json`` name is that split's subset,
   anything else is split by ``split_file`` or by ``MP100_SPLITS``.
 
+A per-split file must hold exactly the categories of its split's list (``MP100_SPLITS``, or the
+``splitN`` entry of ``split_file`` when one is given); a difference blocks that subset, with the
+missing and extra ids. The whole file is parsed once, as the dataset parses it, so what the
+dataset refuses for the file (e.g. an annotation id used twice, in any categories) blocks every
+subset read from it; only when that parse fails are the categories parsed one by one, to say
+which of them the error belongs to.
+
 Images are ``<image root>/<file_name>``; the image root is ``img_dir`` or, when not given, the
 first of ``mp100_images_cc``, ``images`` and ``DATA_ROOT`` itself (the official guide's layout)
 that exists. An image is *present* when it is a non-empty file (and, with ``decode``, decodes),
@@ -22,7 +29,8 @@ Only the images of usable instances are checked (those the dataset loads); for a
 annotations do not parse, every image its annotations name.
 
 A split is *complete* when every category of every checked subset is in its annotation file,
-parses, has at least one usable instance and has every image present.
+parses, has at least one usable instance and has every image present, and every per-split file
+holds exactly its list.
 """
 from __future__ import annotations
 
@@ -31,21 +39,19 @@ import json
 import os
 import os.path as osp
 import re
-import stat
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
-import cv2
-import numpy as np
+from .ann_file_tools import SplitMismatchError, check_split_categories
+from .annotation_parsing import (AnnotationError, ParseReport, UndecidableSkeletonBaseError,
+                                 load_json, parse_categories, parse_instances)
+from .image_files import image_problem
+from .mp100_splits import (MP100_SPLITS, PER_SPLIT_FILE, SUBSETS, locate_split_file,
+                           parse_per_split_file_name, per_split_file_name, resolve_class_ids)
 
-from .annotation_parsing import (AnnotationError, ParseReport, load_json, parse_categories,
-                                 parse_instances)
-from .mp100_splits import MP100_SPLITS, resolve_class_ids
-
-SUBSETS = ('train', 'val', 'test')
 UNIFIED_ANN_FILE = 'annotations/unified_ann_file.json'
-PER_SPLIT_ANN_FILE = 'annotations/mp100_split{split}_{subset}.json'
+ANN_DIR = 'annotations'
 IMAGE_ROOT_CANDIDATES = ('mp100_images_cc', 'images', '')
 #: the split name used for a split file without numbered splits (``{"train": [...], ...}``)
 DEFAULT_SPLIT = 'default'
@@ -60,32 +66,10 @@ H5_SUFFIXES = ('.h5', '.hdf5')
 #: how many problem files / suggestions the text report shows per category
 NUM_EXAMPLES = 3
 
-_PER_SPLIT_RE = re.compile(r'mp100_split(\d+)_(train|val|test)\.json$')
 
-
-def image_problem(path: str, decode: bool = False) -> Optional[str]:
-    """What is wrong with an image file, or None when it is usable.
-
-    Returns ``'missing'`` (no regular file), ``'empty'`` (0 bytes), and with ``decode`` also
-    ``'unreadable'`` (cannot be opened) or ``'undecodable'`` (OpenCV cannot decode it). Without
-    ``decode`` this is one ``os.stat``.
-    """
-    try:
-        st = os.stat(path)
-    except OSError:
-        return 'missing'
-    if not stat.S_ISREG(st.st_mode):
-        return 'missing'
-    if st.st_size == 0:
-        return 'empty'
-    if decode:
-        try:
-            buf = np.fromfile(path, dtype=np.uint8)
-        except OSError:
-            return 'unreadable'
-        if cv2.imdecode(buf, cv2.IMREAD_COLOR) is None:
-            return 'undecodable'
-    return None
+def _slash(path: str) -> str:
+    """A file name with ``/`` separators (annotations may use ``\\``)."""
+    return path.replace('\\', '/')
 
 
 # ------------------------------------------------------------------------------ name matching
@@ -191,8 +175,7 @@ class CategoryCheck:
     @property
     def folders(self) -> List[str]:
         """Top-level folders of the category's image file names."""
-        return sorted({f.replace('\\', '/').split('/')[0] for f in self.image_files
-                       if '/' in f.replace('\\', '/')})
+        return sorted({_slash(f).split('/')[0] for f in self.image_files if '/' in _slash(f)})
 
     @property
     def present(self) -> int:
@@ -322,11 +305,17 @@ class MP100CheckReport:
 # ------------------------------------------------------------------------------ layout
 @dataclass
 class _Unit:
-    """One checked (split, subset): the annotation file and its category ids (None = all)."""
+    """One checked (split, subset): the annotation file and its category ids (None = all).
+
+    ``expected_ids``: for a per-split file, the list its categories must equal exactly
+    (``list_name`` names that list in the mismatch error).
+    """
     split: str
     subset: str
     ann_file: str
     class_ids: Optional[List[int]]
+    expected_ids: Optional[List[int]] = None
+    list_name: str = ''
 
 
 def _split_file_table(split_file: str) -> 'OrderedDict[str, List[str]]':
@@ -351,7 +340,10 @@ def _split_file_table(split_file: str) -> 'OrderedDict[str, List[str]]':
 def _units(data_root: str, ann_file: Optional[str], split_file: Optional[str],
            splits: Optional[Sequence[Union[int, str]]], subsets: Sequence[str]
            ) -> Tuple[str, List[_Unit]]:
-    """The layout's name and the (split, subset, file, ids) units to check."""
+    """The layout's name and the (split, subset, file, ids) units to check.
+
+    Raises ValueError for a setting that cannot apply to the layout (never ignored silently).
+    """
     want = None if splits is None else [str(s) for s in splits]
 
     def pick(available: Iterable[str]) -> List[str]:
@@ -366,20 +358,39 @@ def _units(data_root: str, ann_file: Optional[str], split_file: Optional[str],
     def rel(path: str) -> str:
         return path if osp.isabs(path) else osp.join(data_root, path)
 
-    if split_file is not None:
-        split_file = split_file if osp.isabs(split_file) or osp.exists(split_file) \
-            else osp.join(data_root, split_file)
+    split_file = locate_split_file(split_file, data_root)
+    table = None if split_file is None else _split_file_table(split_file)
+
+    def per_split_unit(name: str, subset: str, path: str) -> _Unit:
+        """A per-split file: every category in it, which must be exactly its split's list."""
+        if table is None:
+            if int(name) not in MP100_SPLITS:
+                raise ValueError(f'{path}: names split {name}, MP-100 has splits '
+                                 f'{sorted(MP100_SPLITS)} (pass a split file with a '
+                                 f'"split{name}" entry)')
+            return _Unit(name, subset, path, None, list(MP100_SPLITS[int(name)][subset]),
+                         f'the official split {name} {subset!r} list')
+        if name not in table or subset not in table[name]:
+            raise ValueError(f'{path}: the split file {split_file} has no split{name} '
+                             f'{subset!r} list to check this per-split file against')
+        return _Unit(name, subset, path, None,
+                     resolve_class_ids(None, int(name), subset, split_file),
+                     f'the split {name} {subset!r} list of {split_file}')
+
     if ann_file is None and osp.isfile(rel(UNIFIED_ANN_FILE)):
         ann_file = UNIFIED_ANN_FILE
     if ann_file is not None:
         path = rel(ann_file)
-        m = _PER_SPLIT_RE.search(osp.basename(path))
-        if m and split_file is None:
-            split_name, subset = m.group(1), m.group(2)
-            pick([split_name])
-            return 'per-split file', [_Unit(split_name, subset, path, None)]
-        if split_file is not None:
-            table = _split_file_table(split_file)
+        named = parse_per_split_file_name(path)
+        if named is not None:
+            name, subset = str(named[0]), named[1]
+            if subset not in subsets:
+                raise ValueError(f'{osp.basename(path)} is the {subset!r} file of split {name}, '
+                                 f'not among the subsets to check {list(subsets)}: name the '
+                                 'file of that subset, or leave the subsets out')
+            pick([name])
+            return 'per-split file', [per_split_unit(name, subset, path)]
+        if table is not None:
             units = []
             for name in pick(table):
                 split_arg = None if name == DEFAULT_SPLIT else int(name)
@@ -391,14 +402,22 @@ def _units(data_root: str, ann_file: Optional[str], split_file: Optional[str],
         units = [_Unit(name, subset, path, resolve_class_ids(None, int(name), subset, None))
                  for name in pick(str(n) for n in MP100_SPLITS) for subset in subsets]
         return 'one file, official MP-100 splits', units
-    names = pick(str(n) for n in MP100_SPLITS)
-    units = [_Unit(name, subset, rel(PER_SPLIT_ANN_FILE.format(split=name, subset=subset)), None)
-             for name in names for subset in subsets]
+    pattern = f'{ANN_DIR}/{PER_SPLIT_FILE}'
+    if table is not None and DEFAULT_SPLIT in table:
+        raise ValueError(f'{split_file} has no "splitN" entries, so it cannot say which '
+                         f'per-split files {pattern} to check: pass the annotation file '
+                         '(--ann-file) it splits')
+    names = pick(table if table is not None else (str(n) for n in MP100_SPLITS))
+    units = [per_split_unit(name, subset, rel(f'{ANN_DIR}/{per_split_file_name(name, subset)}'))
+             for name in names for subset in subsets
+             if table is None or subset in table[name]]
     if not any(osp.isfile(u.ann_file) for u in units):
         raise FileNotFoundError(
             f'{data_root}: no annotation file found: expected {UNIFIED_ANN_FILE} or '
-            f'{PER_SPLIT_ANN_FILE} (pass ann_file for another name)')
-    return 'per-split files', units
+            f'{pattern} (pass ann_file for another name)')
+    layout = 'per-split files' + (f', lists from {osp.basename(split_file)}'
+                                  if split_file is not None else '')
+    return layout, units
 
 
 def _image_root(data_root: str, img_dir: Optional[str]) -> str:
@@ -412,6 +431,13 @@ def _image_root(data_root: str, img_dir: Optional[str]) -> str:
 
 
 # ------------------------------------------------------------------------------ checking
+def _set_parsed(check: CategoryCheck, rec) -> None:
+    """Copy K_c and the decided skeleton index base of a parsed category record."""
+    check.num_kpts = rec.num_kpts
+    check.skeleton_index_base = 'empty' if rec.skeleton_index_base is None \
+        else str(rec.skeleton_index_base)
+
+
 class _Checker:
 
     def __init__(self, img_root: str, decode: bool) -> None:
@@ -436,13 +462,23 @@ class _Checker:
     # -------------------------------------------------------------- one annotation file
     def check_file(self, path: str, class_ids: Optional[List[int]]
                    ) -> Tuple['OrderedDict[int, CategoryCheck]', List[int]]:
-        """Category checks of ``path`` for ``class_ids`` (None: all) and the ids not in it."""
+        """Category checks of ``path`` for ``class_ids`` (None: all) and the ids not in it.
+
+        The wanted categories are parsed together, as the dataset parses them. When that fails,
+        the file-wide checks run alone (their error, e.g. an annotation id used twice, is
+        raised: it blocks every subset of the file), then each category is parsed alone so that
+        a category's error blocks that category only.
+
+        Raises:
+            FileNotFoundError / AnnotationError: the file is missing, or the dataset would refuse
+                it whichever categories are selected.
+        """
         data = load_json(path)
         by_id = OrderedDict()
         for cat in data['categories']:
             if isinstance(cat, dict) and 'id' in cat:
                 by_id.setdefault(cat['id'], cat)
-        ids = list(by_id) if class_ids is None else list(class_ids)
+        ids = list(by_id) if class_ids is None else list(OrderedDict.fromkeys(class_ids))
         absent = [c for c in ids if c not in by_id]
         wanted = [c for c in ids if c in by_id]
         images = {img['id']: img for img in data['images'] if isinstance(img, dict) and 'id' in img}
@@ -452,40 +488,67 @@ class _Checker:
                 anns_by_cat[ann['category_id']].append(ann)
         out = OrderedDict()
         for cid in wanted:
-            out[cid] = self._check_category(data, path, by_id[cid], anns_by_cat[cid], images)
+            cat = by_id[cid]
+            out[cid] = CategoryCheck(id=cid, name=str(cat.get('name', cid)),
+                                     num_keypoint_names=len(cat.get('keypoints') or []),
+                                     ann_ids={a.get('id') for a in anns_by_cat[cid]},
+                                     ann_files=[path])
+        usable: Dict[int, Optional[List[str]]] = {}  # category -> image file names to check
+        try:
+            report = ParseReport()
+            recs = parse_categories(data, path, wanted, 10**9, 'auto', False, report)
+            instances = parse_instances(data, path, recs,
+                                        max([r.num_kpts for r in recs.values()], default=1), '',
+                                        report)
+        except AnnotationError:
+            # the file-wide part of the dataset's checks (entries without an id, duplicate
+            # category / annotation ids, over every category of the file)
+            parse_categories(data, path, [], 1, 'auto', False, ParseReport())
+            parse_instances(data, path, OrderedDict(), 1, '', ParseReport())
+            for cid in wanted:
+                usable[cid] = self._parse_category(data, path, by_id[cid], anns_by_cat[cid],
+                                                   images, out[cid])
+            if not any(c.errors for c in out.values()):  # not one category's fault
+                raise
+        else:
+            for cid, rec in recs.items():
+                _set_parsed(out[cid], rec)
+                usable[cid] = []
+            for inst in instances:
+                out[inst['category_id']].instance_ids.add(inst['ann_id'])
+                usable[inst['category_id']].append(inst['img_path'])
+        for cid, check in out.items():
+            names = usable[cid]
+            if names is None:  # not parsable: check every image its annotations name
+                names = [images[a['image_id']]['file_name'] for a in anns_by_cat[cid]
+                         if a.get('image_id') in images and 'file_name' in images[a['image_id']]]
+            for name in names:
+                check.image_files[name] = self.status(name)
         return out, absent
 
-    def _check_category(self, data: dict, path: str, cat: dict, anns: List[dict],
-                        images: Dict) -> CategoryCheck:
+    @staticmethod
+    def _parse_category(data: dict, path: str, cat: dict, anns: List[dict], images: Dict,
+                        check: CategoryCheck) -> Optional[List[str]]:
+        """Parse one category alone into ``check``; its usable image names, None on error."""
         cid = cat['id']
-        check = CategoryCheck(id=cid, name=str(cat.get('name', cid)),
-                              num_keypoint_names=len(cat.get('keypoints') or []),
-                              ann_ids={a.get('id') for a in anns}, ann_files=[path])
-        usable_images = None
         try:
             report = ParseReport()
             sub = dict(data, annotations=anns)
             rec = parse_categories(sub, path, [cid], 10**9, 'auto', False, report)[cid]
-            check.num_kpts = rec.num_kpts
-            check.skeleton_index_base = 'empty' if rec.skeleton_index_base is None \
-                else str(rec.skeleton_index_base)
+            _set_parsed(check, rec)
             sub['images'] = [images[i] for i in dict.fromkeys(a.get('image_id') for a in anns)
                              if i in images]
             instances = parse_instances(sub, path, OrderedDict([(cid, rec)]), rec.num_kpts, '',
                                         report)
-            check.instance_ids = {inst['ann_id'] for inst in instances}
-            usable_images = [inst['img_path'] for inst in instances]
+        except UndecidableSkeletonBaseError as e:
+            check.errors.append(str(e))
+            check.skeleton_index_base = 'undecidable'
+            return None
         except AnnotationError as e:
             check.errors.append(str(e))
-            if 'cannot decide the skeleton index base' in str(e):
-                check.skeleton_index_base = 'undecidable'
-        if usable_images is None:  # not parsable: check every image its annotations name
-            usable_images = [images[a['image_id']]['file_name'] for a in anns
-                             if a.get('image_id') in images
-                             and 'file_name' in images[a['image_id']]]
-        for name in usable_images:
-            check.image_files[name] = self.status(name)
-        return check
+            return None
+        check.instance_ids = {inst['ann_id'] for inst in instances}
+        return [inst['img_path'] for inst in instances]
 
     # -------------------------------------------------------------- traps per category
     def diagnose(self, check: CategoryCheck) -> List[Trap]:
@@ -496,7 +559,7 @@ class _Checker:
         traps: Dict[str, str] = {}
         by_dir: Dict[str, List[str]] = OrderedDict()
         for f in missing:
-            by_dir.setdefault(osp.dirname(f.replace('\\', '/')), []).append(f)
+            by_dir.setdefault(osp.dirname(_slash(f)), []).append(f)
         clothes = check.name in DEEPFASHION2_NAMES or any(
             _norm(d).startswith('deepfashion') for d in check.folders)
         close_found = 0
@@ -530,13 +593,13 @@ class _Checker:
                 continue
             index = self.dir_index(rel_dir)
             for f in files:
-                cands = index.close_names(osp.basename(f))
+                cands = index.close_names(osp.basename(_slash(f)))
                 if cands:
                     close_found += 1
                     check.suggestions[f] = [osp.join(rel_dir, c) if rel_dir else c
                                             for c in cands]
                 else:
-                    nested = self._nested(rel_dir, osp.basename(f))
+                    nested = self._nested(rel_dir, osp.basename(_slash(f)))
                     if nested:
                         check.suggestions[f] = nested
                         nested_hits.append((f, nested[0]))
@@ -546,8 +609,9 @@ class _Checker:
                 traps['h5_only'] = (
                     f'{len(files)} image(s) missing in {rel_dir or "."}/ which holds '
                     f'{", ".join(h5[:2])}: DeepPoseKit-Data (Vinegar Fly, Desert Locust) ships '
-                    'its frames only inside .h5 volumes; extract them as <id>.jpg files, as '
-                    'mmpose\'s parse_deepposekit_dataset.py does (MP-100 uses such ids)')
+                    'its frames only inside .h5 volumes; extract the frames from the .h5 volume '
+                    'as <frame number>.jpg files, numbered as MP-100 expects (see '
+                    'docs/data_preparation.md#h5_only)')
             if clothes and ('img' in index.subdirs
                             or any(re.fullmatch(r'img_\d+\.jpg', n) for n in index.files[:50])):
                 traps['deepfashion_folder'] = (
@@ -555,15 +619,17 @@ class _Checker:
                     'MP-100\'s clothes images come from DeepFashion2 (train/image/NNNNNN.jpg): '
                     'download DeepFashion2 and point the folder at its train/image')
         if close_found:
-            example = next((f, s[0]) for f, s in check.suggestions.items()
-                           if s and not f.endswith('/') and osp.dirname(s[0]) == osp.dirname(f))
+            example = next(((f, s[0]) for f, s in check.suggestions.items()
+                            if s and not f.endswith('/')
+                            and osp.dirname(_slash(s[0])) == osp.dirname(_slash(f))), None)
             if check.name in CARFUSION_NAMES or any(d in CARFUSION_NAMES for d in check.folders):
                 traps['carfusion_names'] = _carfusion_text(close_found, len(missing), example)
             else:
                 traps['close_file_names'] = (
                     f'{close_found} missing file(s) have a file with a closely related name '
-                    f'(case, zero padding, prefix or extension), e.g. {example[0]} -> '
-                    f'{example[1]}: rename the files to the names in the annotations')
+                    '(case, zero padding, prefix or extension)'
+                    + (f', e.g. {example[0]} -> {example[1]}' if example else '')
+                    + ': rename the files to the names in the annotations')
         elif check.name in CARFUSION_NAMES or any(d in CARFUSION_NAMES for d in check.folders):
             traps['carfusion_names'] = _carfusion_text(0, len(missing), None)
         if nested_hits and 'deepfashion_folder' not in traps:
@@ -605,14 +671,15 @@ class _Checker:
 
 
 def _carfusion_text(close: int, missing: int, example: Optional[Tuple[str, str]]) -> str:
-    text = (f'{missing} CarFusion image(s) missing. MP-100 names CarFusion images by the image '
-            'id of its own carfusion_to_coco conversion; images renamed from a conversion of '
-            'your own (rename_carfusion_image.py) carry different ids')
+    text = (f'{missing} CarFusion image(s) missing. MP-100 names its CarFusion images by the '
+            'image ids of its own CarFusion-to-COCO conversion; images named after a conversion '
+            'of your own carry different ids')
     if close:
-        text += (f'; {close} have a closely related name on disk, e.g. {example[0]} -> '
-                 f'{example[1]}: rename them')
-    return text + ('. Re-map the rest by matching each MP-100 annotation (box, keypoints) '
-                   'against your conversion, as PoseAnything\'s fix_carfusion script does')
+        text += (f'; {close} have a closely related name on disk'
+                 + (f', e.g. {example[0]} -> {example[1]}' if example else '') + ': rename them')
+    return text + ('. Re-map the rest by annotation: find the frame of each MP-100 annotation '
+                   'in your conversion by its box and keypoints and store it under the file '
+                   "name of the annotation's image (docs/data_preparation.md#carfusion_names)")
 
 
 def _base_table(cats: Iterable[CategoryCheck]) -> Dict[str, List[int]]:
@@ -666,13 +733,17 @@ def check_mp100(data_root: str,
         ann_file: one annotation file (relative to ``data_root`` or absolute); default: the
             unified file, else the per-split files.
         img_dir: the image root (relative to ``data_root`` or absolute); default: auto.
-        split_file: a split table (``{"splitN": {...}}`` or ``{"train": [...], ...}``).
+        split_file: a split table (``{"splitN": {...}}`` or ``{"train": [...], ...}``); a
+            relative path is taken from the working directory when it exists there, else from
+            ``data_root``. With per-split files, their ``splitN`` lists replace the official
+            ones.
         splits: the splits to check (default: all of the layout).
         subsets: which of train / val / test to check.
         decode: decode every image (slow) instead of a stat.
     Raises:
         FileNotFoundError: no annotation file under ``data_root``.
-        ValueError: an unknown split / subset.
+        ValueError: an unknown split / subset, or a setting the layout cannot use (a per-split
+            ``ann_file`` of a subset not in ``subsets``, a flat split file with per-split files).
     """
     bad = [s for s in subsets if s not in SUBSETS]
     if bad or not subsets:
@@ -719,6 +790,11 @@ def check_mp100(data_root: str,
             check = per_cat[cid]
             if check.blocker():
                 sc.blocked[cid] = check.blocker()
+        if unit.expected_ids is not None:  # a per-split file: exactly its split's list
+            try:
+                check_split_categories(per_cat, unit.expected_ids, unit.ann_file, unit.list_name)
+            except SplitMismatchError as e:
+                sc.error = str(e)
     # one entry per category, merged over the files it sits in (per-split layout)
     for parsed, _ in file_cache.values():
         for cid, check in parsed.get('cats', {}).items():

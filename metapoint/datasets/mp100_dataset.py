@@ -17,8 +17,8 @@ from metapoint.registry import DATASETS, TRANSFORMS
 from .annotation_parsing import (AnnotationError, ParseReport, load_json, parse_categories,
                                  parse_instances)
 from .episodes import Episode, EpisodeError, draw_train_episodes, make_eval_episodes
-from .mp100_check import image_problem
-from .mp100_splits import resolve_class_ids
+from .image_files import image_problem
+from .mp100_splits import locate_split_file, resolve_class_ids
 
 
 class ImageLoadError(RuntimeError):
@@ -52,14 +52,16 @@ class MP100Dataset(Dataset):
         valid_class_ids / split / subset / split_file: which categories (see
             :func:`resolve_class_ids`); None loads every category of the file in file order.
         max_kpt_num: padded slot count K (70 for MetaPoint / FMMP, 100 for CapeFormer).
-        skeleton_index_base: 0, 1 or 'auto' (decided per category and logged).
+        skeleton_index_base: 0, 1 or 'auto': the file's ``info.skeleton_index_base`` (0 or 1)
+            when it has one, else decided per category; logged either way.
         skip_oversized_categories: skip (logged) instead of raising for a category with more than
             ``max_kpt_num`` keypoints.
         num_shots / num_queries / num_episodes / episode_seed: episode shape and count; the
             evaluation list comes from a local ``random.Random(episode_seed)``.
         insufficient_instances: 'error' or 'reduce' (see :func:`make_eval_episodes`).
-        check_images: check at load time that every image file exists. Missing files are an error
-            in test mode and a logged, counted skip in training.
+        check_images: check at load time that every image file exists and is not empty (0 bytes;
+            the rule of :func:`~metapoint.datasets.image_files.image_problem`, stat only). Such
+            files are an error in test mode and a logged, counted skip in training.
         skip_incomplete_categories: evaluate / train on the complete categories only: a category
             with any missing or empty (0-byte) image file among its usable instances is dropped
             as a whole (logged with ids and counts; ``metainfo['category_coverage']`` then tells
@@ -97,9 +99,7 @@ class MP100Dataset(Dataset):
             else ann_file
         img_dir = (data_prefix or {}).get('img', '')
         self.img_prefix = osp.join(data_root, img_dir) if data_root else img_dir
-        if split_file is not None and data_root and not osp.isabs(split_file) \
-                and not osp.exists(split_file):
-            split_file = osp.join(data_root, split_file)
+        split_file = locate_split_file(split_file, data_root)
         self.max_kpt_num = int(max_kpt_num)
         self.num_shots = int(num_shots)
         self.num_queries = int(num_queries)
@@ -189,20 +189,29 @@ class MP100Dataset(Dataset):
                   f'files: {list(bad)} ({detail})', logger='current', level=30)
 
     def _check_image_files(self) -> None:
-        missing = [inst for inst in self.instances if not osp.isfile(inst['img_path'])]
-        if not missing:
+        """Missing or empty image files (:func:`image_problem`, stat only): an error in test
+        mode, skipped (counted per problem, logged) in training."""
+        status: Dict[str, Optional[str]] = {}
+        bad = []  # (instance, problem)
+        for inst in self.instances:
+            path = inst['img_path']
+            if path not in status:
+                status[path] = image_problem(path)
+            if status[path] is not None:
+                bad.append((inst, status[path]))
+        if not bad:
             return
-        first = missing[0]
+        first, problem = bad[0]
         if self.test_mode:
             raise ImageLoadError(
-                f'{self.ann_file}: {len(missing)} image file(s) missing, first '
-                f'{first["img_path"]} (annotation {first["ann_id"]})')
-        for inst in missing:
-            self.report.skip('image file missing', inst['ann_id'])
-        gone = {id(m) for m in missing}
+                f'{self.ann_file}: {len(bad)} image file(s) missing or empty, first '
+                f'{first["img_path"]} ({problem}; annotation {first["ann_id"]})')
+        for inst, problem in bad:
+            self.report.skip(f'image file {problem}', inst['ann_id'])
+        gone = {id(inst) for inst, _ in bad}
         self.instances = [inst for inst in self.instances if id(inst) not in gone]
-        print_log(f'{self.ann_file}: skipped {len(missing)} instance(s) whose image is missing '
-                  f'(first {first["img_path"]}, annotation {first["ann_id"]})',
+        print_log(f'{self.ann_file}: skipped {len(bad)} instance(s) whose image is missing or '
+                  f'empty (first {first["img_path"]}, {problem}, annotation {first["ann_id"]})',
                   logger='current', level=30)
 
     @property

@@ -1,14 +1,27 @@
 """Official MP-100 category splits (the single source of truth for split category ids).
 
 ``MP100_SPLITS[n][role]`` is the list of MP-100 category ids (1..100) of split ``n`` (1..5) and
-role ``'train'`` (70 ids), ``'val'`` (10 ids) or ``'test'`` (20 ids), in the official order
-(``cfg/info.py`` of the MetaPoint / FMMP code; episodes are drawn in this order). Within a split
-the three roles are disjoint; the five test lists are disjoint and together cover 1..100.
+role ``'train'`` (70 ids), ``'val'`` (10 ids) or ``'test'`` (20 ids), in the order of the
+official MetaPoint / FMMP releases (episodes are drawn in this order). Within a split the three
+roles are disjoint; the five test lists are disjoint and together cover 1..100.
 :func:`resolve_class_ids` turns a config's ``valid_class_ids`` / ``split`` / ``subset`` /
 ``split_file`` into the id list (used by the dataset and by the data checker).
+
+Also the one definition of the subset names (:data:`SUBSETS`), of the official per-split file
+names ``mp100_split{N}_{subset}.json`` (:func:`per_split_file_name`,
+:func:`parse_per_split_file_name`) and of where a relative ``split_file`` is looked up
+(:func:`locate_split_file`).
 """
 import json
-from typing import List, Optional
+import os.path as osp
+import re
+from typing import List, Optional, Tuple
+
+#: the three subsets (roles) of a split, in this order
+SUBSETS = ('train', 'val', 'test')
+#: name of an official per-split annotation file
+PER_SPLIT_FILE = 'mp100_split{split}_{subset}.json'
+_PER_SPLIT_FILE_RE = re.compile(r'mp100_split(\d+)_(train|val|test)\.json')
 
 MP100_SPLITS = {
     1: {
@@ -99,3 +112,22 @@ def resolve_class_ids(valid_class_ids, split: Optional[int], subset: Optional[st
     if int(split) not in MP100_SPLITS:
         raise ValueError(f'MP-100 has splits 1..5, got {split}')
     return list(MP100_SPLITS[int(split)][subset])
+
+
+def per_split_file_name(split: int, subset: str) -> str:
+    """``mp100_split{split}_{subset}.json``."""
+    return PER_SPLIT_FILE.format(split=split, subset=subset)
+
+
+def parse_per_split_file_name(path: str) -> Optional[Tuple[int, str]]:
+    """(split, subset) when the base name of ``path`` is ``mp100_split{N}_{subset}.json``."""
+    m = _PER_SPLIT_FILE_RE.fullmatch(osp.basename(path))
+    return (int(m.group(1)), m.group(2)) if m else None
+
+
+def locate_split_file(split_file: Optional[str], data_root: str) -> Optional[str]:
+    """A relative ``split_file`` is taken from the working directory when it exists there,
+    else from ``data_root``; absolute paths (and None) are returned unchanged."""
+    if split_file is None or osp.isabs(split_file) or osp.exists(split_file) or not data_root:
+        return split_file
+    return osp.join(data_root, split_file)

@@ -13,13 +13,15 @@ Examples::
         --mode replace
 
 SOURCE_DIR: MP-100 files with links for every category (e.g. the val/test files redistributed
-with skeletons for all categories). Categories are matched by id; the keypoint count (and name) must agree, else nothing is written.
+with skeletons for all categories). Categories are matched by id; the keypoint count (and name)
+must agree, else nothing is written.
 Index bases are decided per category (1-indexed, 0-indexed, empty) and the output is 0-indexed.
 Prints one line per category: links before and after and what changed. See
 docs/annotation_files.md.
 """
 import argparse
 import json
+import os
 import os.path as osp
 import sys
 
@@ -57,6 +59,10 @@ def parse_args(argv=None):
 
 def main(argv=None):
     a = parse_args(argv)
+    if a.report_json:  # before writing the output: its folder, and not a folder itself
+        os.makedirs(osp.dirname(osp.abspath(a.report_json)), exist_ok=True)
+        if osp.isdir(a.report_json):
+            raise IsADirectoryError(f'--report-json {a.report_json} is a folder, not a file')
     report = add_skeletons_to_file(
         a.target, a.out, a.source, mode=a.mode, source_base=_base(a.source_base),
         target_base=_base(a.target_base), check_names=not a.ignore_names, overwrite=a.overwrite)

@@ -15,7 +15,8 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
-from metapoint.datasets.mp100_check import SUBSETS, check_mp100  # noqa: E402
+from metapoint.datasets.mp100_check import check_mp100  # noqa: E402
+from metapoint.datasets.mp100_splits import SUBSETS  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -29,11 +30,13 @@ def parse_args(argv=None):
     parser.add_argument('--img-dir', help='image root (relative to DATA_ROOT or absolute); '
                         'default: the first of mp100_images_cc, images, DATA_ROOT that exists')
     parser.add_argument('--split-file', help='split table instead of the official MP-100 splits '
-                        '({"splitN": {...}} or {"train": [...], "test": [...]})')
+                        '({"splitN": {...}} or {"train": [...], "test": [...]}); per-split '
+                        'files must then hold exactly its splitN lists')
     parser.add_argument('--split', action='append', help='split to check (repeatable); '
                         'default: every split of the layout')
     parser.add_argument('--subset', action='append', choices=SUBSETS,
-                        help='subset to check (repeatable); default: train, val and test')
+                        help='subset to check (repeatable); default: train, val and test '
+                        '(a per-split --ann-file is its own subset, which must be among them)')
     parser.add_argument('--decode', action='store_true',
                         help='decode every image (slow) instead of checking size only')
     parser.add_argument('--json', metavar='OUT', help='also write the full report as JSON')

@@ -27,14 +27,13 @@ from typing import Callable, Dict, Optional, Sequence
 import cv2
 import numpy as np
 
-from ..mp100_splits import MP100_SPLITS
+from ..mp100_splits import MP100_SPLITS, SUBSETS, per_split_file_name
 from .calibration import support_copy_pck
 from .poses import CategorySpec, PoseSample, load_mp100_poses, random_pose_source
 from .render import RenderConfig, make_category_style, render_instance
 
 GENERATOR_NAME = 'metapoint.datasets.synthetic'
 GENERATOR_VERSION = '1.0'
-SPLIT_ROLES = ('train', 'val', 'test')
 _OUTPUTS = ('annotations', 'images', 'splits.json', 'meta.json')
 
 
@@ -73,7 +72,7 @@ def make_random_splits(cat_ids: Sequence[int], seed: int = 0) -> Dict[int, Dict[
 def official_splits(present_ids: Sequence[int]) -> Dict[int, Dict[str, list]]:
     """The official MP-100 splits (official order), restricted to ``present_ids``."""
     present = set(int(i) for i in present_ids)
-    return {n: {role: [c for c in s[role] if c in present] for role in SPLIT_ROLES}
+    return {n: {role: [c for c in s[role] if c in present] for role in SUBSETS}
             for n, s in MP100_SPLITS.items()}
 
 
@@ -257,11 +256,11 @@ def generate_dataset(out_dir, source: str = 'random', mp100_ann_dir=None, img_si
     split_counts = {}
     for sn, roles in splits.items():
         split_counts[f'split{sn}'] = {}
-        for role in SPLIT_ROLES:
+        for role in SUBSETS:
             sub = _subset(coco, roles[role])
-            _dump(sub, out / 'annotations' / f'mp100_split{sn}_{role}.json')
+            _dump(sub, out / 'annotations' / per_split_file_name(sn, role))
             split_counts[f'split{sn}'][role] = len(sub['annotations'])
-    _dump({f'split{sn}': {role: list(map(int, roles[role])) for role in SPLIT_ROLES}
+    _dump({f'split{sn}': {role: list(map(int, roles[role])) for role in SUBSETS}
            for sn, roles in splits.items()}, out / 'splits.json')
 
     pck = support_copy_pck(coco, num_pairs=calib_pairs, seed=seed)
