@@ -390,3 +390,21 @@ def test_pe_layout_and_helpers():
     pts = torch.stack([torch.arange(1, 6) / (5 + 1e-6), torch.full((5,), 1 / (1 + 1e-6))], -1)
     assert max_abs(order[0], pe.forward_coordinates(pts[None])[0]) <= 1e-5
     assert pe.map_pe(4, 6, 2, 'cpu').shape == (2, 16, 4, 6)
+
+
+def test_visibility_weighted_shot_mean():
+    from metapoint.models.layers import visibility_weighted_shot_mean
+    values = torch.tensor([[[[1.0, 10.0], [2.0, 20.0], [3.0, 30.0]],
+                            [[5.0, 50.0], [4.0, 40.0], [9.0, 90.0]]]])  # [B=1, S=2, K=3, C=2]
+    vis = torch.tensor([[[1, 1, 0], [1, 0, 0]]])  # slot 2 seen by no shot
+    for floor in (0.1, 1):
+        out = visibility_weighted_shot_mean(values, vis, floor)
+        assert torch.equal(out, torch.tensor([[[3.0, 30.0], [2.0, 20.0], [0.0, 0.0]]]))
+    soft = torch.tensor([[[0.5, 0.05, 0.0], [0.0, 0.0, 0.0]]])  # the floors differ below 1
+    torch.testing.assert_close(visibility_weighted_shot_mean(values, soft, 0.1)[0, :2, 0],
+                               torch.tensor([1.0, 1.0]))
+    torch.testing.assert_close(visibility_weighted_shot_mean(values, soft, 1)[0, :2, 0],
+                               torch.tensor([0.5, 0.1]))
+    extra = values[:, :, None].expand(1, 2, 4, 3, 2)  # extra dims between shots and slots
+    assert visibility_weighted_shot_mean(extra, vis[:, :, None].expand(1, 2, 4, 3), 1).shape == (
+        1, 4, 3, 2)

@@ -10,6 +10,7 @@ from ..heads import HeatmapKeypointPooling
 from ..layers.joint_encoder import QueryMapEnhancer
 from ..layers.point_decoder import ProgressivePointDecoder
 from ..layers.positional_encoding import SinePositionalEncoding
+from ..layers.shot_fusion import visibility_weighted_shot_mean
 from ..losses import (aux_heatmap_losses, meta_point_losses, refine_losses,
                       similarity_peak_points, support_level_features)
 from ..necks import InputProjection
@@ -195,8 +196,7 @@ class MetaPoint(BaseCAPEEstimator):
         sk_feats = self.support_pooling([lv for lv in s_maps],
                                         data_samples['support_heatmaps'].flatten(0, 1),
                                         s_w.flatten(0, 1)).view(b, s, k, -1)
-        s_valid = (s_w > 0).to(sk_feats.dtype)  # [B, S, K]
-        sk_feats = (sk_feats * s_valid[..., None]).sum(1) / s_valid.sum(1).clamp(min=1)[..., None]
+        sk_feats = visibility_weighted_shot_mean(sk_feats, s_w > 0, floor=1)  # [B, K, C]
         s_covis = s_w.min(1).values > 0  # [B, K] support co-visible
 
         # queries: batched; support-side tensors repeated per query

@@ -4,6 +4,7 @@ from typing import Dict
 import torch
 
 from metapoint.registry import MODELS
+from ..layers.shot_fusion import visibility_weighted_shot_mean
 from .base import BaseCAPEEstimator
 
 
@@ -21,9 +22,9 @@ class SupportCopy(BaseCAPEEstimator):
 
     def predict_points(self, inputs: Dict[str, torch.Tensor], data_samples: dict) -> torch.Tensor:
         kpts = data_samples['support_keypoints']  # [B, S, K, 2]
-        vis = data_samples['support_keypoints_visible'].to(kpts.dtype).unsqueeze(-1)  # [B,S,K,1]
-        count = vis.sum(1)
-        mean = (kpts * vis).sum(1) / count.clamp(min=1)
-        mean = torch.where(count > 0, mean, torch.full_like(mean, 0.5))  # [B, K, 2]
+        vis = data_samples['support_keypoints_visible'] > 0  # [B, S, K]
+        mean = visibility_weighted_shot_mean(kpts, vis, floor=1)
+        seen = vis.any(1)[..., None]
+        mean = torch.where(seen, mean, torch.full_like(mean, 0.5))  # [B, K, 2]
         num_queries = inputs['query_imgs'].shape[1]
         return mean.unsqueeze(1).expand(-1, num_queries, -1, -1).contiguous()

@@ -13,6 +13,7 @@ from ..layers.mlp import GeluMLP, TokenDecodeMLP
 from ..layers.ms_deform_attn import flatten_multilevel
 from ..layers.point_ops import inverse_sigmoid, sample_point_features
 from ..layers.positional_encoding import SinePositionalEncoding
+from ..layers.shot_fusion import visibility_weighted_shot_mean
 
 __all__ = ['RecurrentFGSAPredictor']
 
@@ -192,7 +193,7 @@ class RecurrentFGSAPredictor(nn.Module):
         order = self.pe.order_pe(k, 1, support_points.device)
         if self.embed_init == 'ref':
             feats = ref_feat_s.view(b, s, k, -1)
-            embed = (feats * vis[..., None]).sum(1) / vis.sum(1).clamp(min=0.1)[..., None]
+            embed = visibility_weighted_shot_mean(feats, vis, floor=0.1)
         else:
             embed = ref_feat_s.new_zeros(b, k, ref_feat_s.shape[-1])
         init_embed = embed
@@ -218,8 +219,8 @@ class RecurrentFGSAPredictor(nn.Module):
             x = x.view(b, s, q, k, -1)
             support_embeds.append(x)
             # 2. visibility-weighted shot fusion
-            w = vis[:, :, None, :, None]
-            embed = ((x * w).sum(1) / w.sum(1).clamp(min=0.1)).reshape(nq, k, -1)
+            embed = visibility_weighted_shot_mean(x, vis[:, :, None, :], floor=0.1).reshape(
+                nq, k, -1)
             # 3. query mining at the current points
             values, embed = self._query_values(lid, query_maps, embed, order, support_visible_q) \
                 if (self.use_joint_encoder or self.top_down_fuse) else (values_q, embed)

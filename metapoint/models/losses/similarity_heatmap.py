@@ -11,6 +11,8 @@ from typing import Dict
 import torch
 import torch.nn.functional as F
 
+from ..layers.shot_fusion import visibility_weighted_shot_mean
+
 
 def pool_keypoint_features(feat: torch.Tensor, heatmaps: torch.Tensor) -> torch.Tensor:
     """feat [N, C, h, w], heatmaps [N, K, H, W] -> [N, K, C]: heatmap-weighted mean of ``feat``.
@@ -83,8 +85,7 @@ def shot_mean_per_query(feats: torch.Tensor, support_weights: torch.Tensor,
     """feats [B, S, K, C] -> [B*Q, K, C]: mean over the shots where the keypoint is visible
     (``support_weights`` [B, S, K] > 0; 0 when none), repeated for the Q queries of each episode.
     """
-    valid = (support_weights > 0).to(feats.dtype)
-    f = (feats * valid[..., None]).sum(1) / valid.sum(1).clamp(min=1)[..., None]
+    f = visibility_weighted_shot_mean(feats, support_weights > 0, floor=1)
     return f.repeat_interleave(num_queries, 0)
 
 
