@@ -414,7 +414,7 @@ def _units(data_root: str, ann_file: Optional[str], split_file: Optional[str],
     if not any(osp.isfile(u.ann_file) for u in units):
         raise FileNotFoundError(
             f'{data_root}: no annotation file found: expected {UNIFIED_ANN_FILE} or '
-            f'{pattern} (pass ann_file for another name)')
+            f'{pattern} (give --ann-file for another name)')
     layout = 'per-split files' + (f', lists from {osp.basename(split_file)}'
                                   if split_file is not None else '')
     return layout, units
