@@ -19,6 +19,7 @@ import json
 import lzma
 import math
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
@@ -46,6 +47,13 @@ def require(path: Path) -> Path:
     if not Path(path).exists():
         pytest.skip(missing_reason(path))
     return Path(path)
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface (for torchrun rendezvous in tests)."""
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
 
 
 def skip_without(path: Path):

@@ -31,20 +31,17 @@ def synthetic_root(tmp_path_factory):
     generate_dataset(root, source='random', img_size=INPUT, instances_per_category=6,
                      calib_pairs=10)
     ann = root / 'annotations' / 'unified_ann_file.json'
-    for name in {_train_dataset(c).get('ann_file') for c in _configs()} - {None}:
+    datasets = [_train_dataset(Config.fromfile(str(p))) for p in CONFIGS]
+    for name in {d.get('ann_file') for d in datasets} - {None}:
         target = root / name
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(ann, target)
     images = root / 'images'
-    for prefix in {_train_dataset(c).get('data_prefix', {}).get('img') for c in _configs()}:
+    for prefix in {d.get('data_prefix', {}).get('img') for d in datasets}:
         if prefix and not (root / prefix).exists():
             (root / prefix).symlink_to(images, target_is_directory=True)
     return root
-
-
-def _configs():
-    return [Config.fromfile(str(p)) for p in CONFIGS]
 
 
 def _train_dataset(cfg):

@@ -6,7 +6,6 @@ passes the real location (``tests.helpers.MP100_MINI``) with ``--cfg-options``.
 """
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import MP100_MINI, REPO, skip_without
+from tests.helpers import MP100_MINI, REPO, free_port, skip_without
 
 TINY_CFG = 'tests/fixtures/tiny_mini.py'
 
@@ -35,12 +34,6 @@ def _env():
     env.setdefault('OMP_NUM_THREADS', '1')
     env.pop('CUDA_VISIBLE_DEVICES', None)
     return env
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def _run(args, timeout=300, env_extra=None):
@@ -116,7 +109,7 @@ def test_two_process_gloo_matches_one_process(single_run, tmp_path):
     work = tmp_path / 'dist'
     _run(['bash', 'tools/dist_train.sh', TINY_CFG, '2', '--work-dir', str(work),
           '--cfg-options', 'train_dataloader.batch_size=2', *MINI_ROOT],
-         env_extra={'PORT': str(_free_port())})
+         env_extra={'PORT': str(free_port())})
     _assert_same_state(_load(single_run / 'epoch_2.pth'), _load(work / 'epoch_2.pth'), atol=1e-6)
     one, two = _metrics(single_run), _metrics(work)
     assert two['num_pairs'] == one['num_pairs']
@@ -145,7 +138,7 @@ def test_supportcopy_dist_test_matches_single(tmp_path):
     _run([sys.executable, 'tools/test.py', cfg, '--work-dir', str(tmp_path / 'one'),
           '--cfg-options', *root])
     _run(['bash', 'tools/dist_test.sh', cfg, 'none', '2', '--work-dir', str(tmp_path / 'two'),
-          '--cfg-options', *root], env_extra={'PORT': str(_free_port())})
+          '--cfg-options', *root], env_extra={'PORT': str(free_port())})
     one, two = _metrics(tmp_path / 'one'), _metrics(tmp_path / 'two')
     assert one == two
     assert one['num_pairs'] == 500

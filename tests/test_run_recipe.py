@@ -3,16 +3,14 @@ random streams with one episode list, FMMP's raw invisible keypoints, the final 
 testing, and 2-process training of each model's CPU config through tools/dist_train.sh."""
 import logging
 import os
-import socket
 import subprocess
-import sys
 
 import pytest
 import torch
 from mmengine.config import Config
 
 from metapoint.utils import keep_total_batch, launch_world_size, share_episode_seed
-from tests.helpers import REPO
+from tests.helpers import REPO, free_port
 
 METAPOINT_CFGS = sorted((REPO / 'configs' / 'metapoint').rglob('metapoint_r50_*_mp100-*.py'))
 FMMP_CFGS = sorted((REPO / 'configs' / 'fmmp').rglob('fmmp_r50_*_mp100-*.py'))
@@ -118,12 +116,6 @@ def synthetic_random(tmp_path_factory):
     return root
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize('config, per_process', [
     ('configs/metapoint/metapoint_r18_1xb8_synthetic-random-split1_1shot_quickstart.py', 4),
     ('configs/fmmp/fmmp_r18_1xb16_synthetic-real-split1_1shot_cpu.py', 8)])
@@ -131,7 +123,7 @@ def test_dist_train_two_gloo_processes(config, per_process, synthetic_random, tm
     """``bash tools/dist_train.sh CONFIG 2`` on CPU: every iteration of one epoch runs (DDP
     stops at the second one when a parameter gets no gradient), the total batch is split."""
     work = tmp_path / 'work'
-    env = dict(os.environ, PORT=str(_free_port()), OMP_NUM_THREADS='1',
+    env = dict(os.environ, PORT=str(free_port()), OMP_NUM_THREADS='1',
                PYTHONPATH=f'{REPO}{os.pathsep}{os.environ.get("PYTHONPATH", "")}')
     env.pop('CUDA_VISIBLE_DEVICES', None)
     opts = [f'train_dataloader.dataset.data_root={synthetic_random}',
