@@ -5,11 +5,13 @@ import torch
 from mmengine.model import BaseDataPreprocessor
 
 from metapoint.registry import MODELS
+from metapoint.structures import EpisodeBatch
 
 
 @MODELS.register_module()
 class CAPEDataPreprocessor(BaseDataPreprocessor):
-    """Cast an :func:`~metapoint.datasets.episode_collate` batch to the model device.
+    """Cast ``dict(inputs=EpisodeBatch)`` (:func:`~metapoint.datasets.episode_collate`) to the
+    model device and normalise its images.
 
     Images arrive as uint8 [B, N, 3, H, W] in the loader's channel order (BGR for mmpose's
     ``LoadImage``) and leave as float32 (optionally RGB) ``(img - mean) / std``. Keypoint tensors
@@ -38,7 +40,10 @@ class CAPEDataPreprocessor(BaseDataPreprocessor):
         return (imgs - self.mean) / self.std
 
     def forward(self, data: dict, training: bool = False) -> dict:
-        data = self.cast_data(data)
-        inputs = {k: self.normalize(v) if k.endswith('_imgs') else v
-                  for k, v in data['inputs'].items()}
-        return dict(inputs=inputs, data_samples=data['data_samples'])
+        batch = data['inputs']
+        if not isinstance(batch, EpisodeBatch):
+            raise TypeError(f'CAPEDataPreprocessor expects dict(inputs=EpisodeBatch) as '
+                            f'episode_collate makes it, got inputs of type {type(batch).__name__}')
+        batch = batch.to(self.device, non_blocking=self._non_blocking)
+        return dict(inputs=batch.replace(support_imgs=self.normalize(batch.support_imgs),
+                                         query_imgs=self.normalize(batch.query_imgs)))

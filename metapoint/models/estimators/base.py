@@ -1,61 +1,155 @@
-"""Base class of every CAPE estimator: mmengine ``BaseModel`` with loss / predict / tensor modes."""
-from abc import ABCMeta, abstractmethod
-from typing import Dict, List, Union
+"""The estimator template: the steps every CAPE model goes through, in one place."""
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from mmengine.model import BaseModel
 
+from metapoint.registry import MODELS
+from metapoint.structures import EpisodeBatch
 from metapoint.utils.geometry import crop_to_image
 
+Features = Optional[List[torch.Tensor]]
 
-class BaseCAPEEstimator(BaseModel, metaclass=ABCMeta):
+
+class BaseCAPEEstimator(BaseModel):
     """A CAPE model: given supports with keypoints, predict the same keypoints on the queries.
 
-    Subclasses implement :meth:`predict_points` (and :meth:`loss` when trainable). Inputs follow
-    :func:`~metapoint.datasets.episode_collate`: ``inputs['support_imgs']`` [B, S, 3, H, W] and
-    ``inputs['query_imgs']`` [B, Q, 3, H, W]; one batch item is one episode, so a model can encode
-    an episode's supports once and its Q queries in one batch (episode-batched evaluation).
+    One batch item is one episode (:class:`~metapoint.structures.EpisodeBatch`: B episodes, S
+    shots, Q queries, K slots). :meth:`run_episode` fixes the steps; a model overrides only its
+    own:
 
-    Modes of :meth:`forward`:
-        ``'loss'``: dict of loss tensors; ``'tensor'``: points [B, Q, K, 2] normalised crop
-        coordinates; ``'predict'``: one dict per episode for :class:`~metapoint.evaluation.CAPEMetric`
-        with the predictions mapped back to original image pixels.
+    1. :meth:`check_keypoint_count`: K matches the model's ``max_kpt_num`` (when it has one).
+    2. :meth:`extract_features`: image features of the supports ``[B*S, ...]`` and the queries
+       ``[B*Q, ...]`` (default: :meth:`image_features` in one call on all images).
+    3. :meth:`encode_support`: everything that depends on the supports only, computed ONCE per
+       episode whatever Q (tokens, fused shots, assignments).
+    4. :meth:`decode_queries`: the queries of all episodes in one batch ``[B*Q, ...]``; support
+       tensors are repeated per query with :meth:`EpisodeBatch.per_query`. Returns a dict of
+       outputs whose ``'points'`` entry is a list over decoder layers of ``[B*Q, K, 2]``.
+
+    Then ``'predict'`` / ``'tensor'`` take :meth:`output_points` (the last layer by default),
+    reshaped to ``[B, Q, K, 2]``, and ``'loss'`` hands the outputs to the registered
+    ``criterion`` (one loss dict with named weights) plus the optional ``similarity_aid``.
+
+    Coordinates are normalised crop (x, y) in [0, 1] everywhere; ``'predict'`` maps them back to
+    original image pixels for :class:`~metapoint.evaluation.CAPEMetric`.
+
+    Args:
+        criterion: config of the model's loss (registered in ``MODELS``); None: not trainable.
+        similarity_aid: optional :class:`~metapoint.models.SimilarityAid` config (a training
+            aid for backbones trained from scratch, not part of any paper method).
     """
 
-    def forward(self, inputs: Dict[str, torch.Tensor], data_samples: dict = None,
-                mode: str = 'tensor') -> Union[Dict[str, torch.Tensor], list, torch.Tensor]:
+    #: padded slot count the model was built for (None: any K)
+    max_kpt_num: Optional[int] = None
+
+    def __init__(self, criterion: Optional[dict] = None, similarity_aid: Optional[dict] = None,
+                 data_preprocessor: Optional[dict] = None,
+                 init_cfg: Optional[dict] = None) -> None:
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        self.criterion = MODELS.build(criterion) if criterion is not None else None
+        self.similarity_aid = MODELS.build(similarity_aid) if similarity_aid is not None \
+            else None
+
+    # ------------------------------------------------------------------ mmengine entry
+    def forward(self, inputs: EpisodeBatch, data_samples=None, mode: str = 'tensor'
+                ) -> Union[Dict[str, torch.Tensor], list, torch.Tensor]:
+        """``'loss'``: dict of loss tensors; ``'tensor'``: points ``[B, Q, K, 2]`` normalised
+        crop coordinates; ``'predict'``: one metric input dict per episode (image pixels)."""
+        if not isinstance(inputs, EpisodeBatch):
+            raise TypeError(f'{type(self).__name__} takes an EpisodeBatch (episode_collate + '
+                            f'CAPEDataPreprocessor), got {type(inputs).__name__}')
         if mode == 'loss':
-            return self.loss(inputs, data_samples)
+            return self.loss(inputs)
         if mode == 'predict':
-            points = self.predict_points(inputs, data_samples)
-            return self.pack_predictions(points, data_samples)
+            return self.pack_predictions(self.predict_points(inputs), inputs)
         if mode == 'tensor':
-            return self.predict_points(inputs, data_samples)
+            return self.predict_points(inputs)
         raise ValueError(f"mode must be 'loss', 'predict' or 'tensor', got {mode!r}")
 
-    @abstractmethod
-    def predict_points(self, inputs: Dict[str, torch.Tensor], data_samples: dict) -> torch.Tensor:
-        """Predicted query keypoints [B, Q, K, 2], normalised crop coordinates (x, y)."""
+    # ------------------------------------------------------------------ the fixed steps
+    def run_episode(self, batch: EpisodeBatch) -> dict:
+        """Steps 1-4 (class doc). With a similarity aid, its support features (and, when it
+        proposes them, initial points ``[B*Q, K, 2]`` handed to :meth:`decode_queries`) are
+        added; the aid's inputs are kept under ``outputs['similarity_aid']`` for its loss."""
+        self.check_keypoint_count(batch)
+        support_feats, query_feats = self.extract_features(batch)
+        support = self.encode_support(support_feats, batch)
+        aid_state, init_points = None, None
+        if self.similarity_aid is not None:
+            aid_state = self.similarity_aid.prepare(support_feats, query_feats, batch)
+            init_points = aid_state.get('init_points')
+        outputs = self.decode_queries(query_feats, support, batch, init_points=init_points)
+        outputs['similarity_aid'] = aid_state
+        return outputs
 
-    def loss(self, inputs: Dict[str, torch.Tensor], data_samples: dict) -> Dict[str, torch.Tensor]:
-        raise NotImplementedError(f'{type(self).__name__} is not trainable')
+    def check_keypoint_count(self, batch: EpisodeBatch) -> None:
+        """K of the batch must be the model's ``max_kpt_num`` (order embeddings depend on it)."""
+        if self.max_kpt_num is not None and batch.num_slots != self.max_kpt_num:
+            raise ValueError(
+                f'{type(self).__name__} was built for max_kpt_num={self.max_kpt_num} but the '
+                f'batch has {batch.num_slots} keypoint slots: set the dataset max_kpt_num and '
+                'the model max_kpt_num to the same value')
+
+    def image_features(self, imgs: torch.Tensor) -> List[torch.Tensor]:
+        """imgs ``[N, 3, H, W]`` -> feature levels ``[N, C, h_l, w_l]`` (backbone, then the
+        neck when the model has one)."""
+        feats = self.backbone(imgs)
+        return self.neck(feats) if getattr(self, 'neck', None) is not None else list(feats)
+
+    def extract_features(self, batch: EpisodeBatch) -> Tuple[Features, Features]:
+        """Support levels ``[B*S, ...]`` and query levels ``[B*Q, ...]`` from ONE call on all
+        images (in training, BatchNorm statistics are shared by supports and queries)."""
+        n_support = batch.num_episodes * batch.num_shots
+        feats = self.image_features(torch.cat([batch.support_imgs.flatten(0, 1),
+                                               batch.query_imgs.flatten(0, 1)]))
+        return [lv[:n_support] for lv in feats], [lv[n_support:] for lv in feats]
+
+    def encode_support(self, support_feats: Features, batch: EpisodeBatch) -> dict:
+        """Support-only work, once per episode (default: nothing)."""
+        return {}
+
+    def decode_queries(self, query_feats: Features, support: dict, batch: EpisodeBatch,
+                       init_points: Optional[torch.Tensor] = None) -> dict:
+        """All queries at once -> outputs with ``'points'``: list of ``[B*Q, K, 2]``."""
+        raise NotImplementedError
+
+    def output_points(self, outputs: dict, batch: EpisodeBatch) -> torch.Tensor:
+        """The prediction ``[B*Q, K, 2]`` among the outputs (default: the last layer)."""
+        return outputs['points'][-1]
+
+    # ------------------------------------------------------------------ predictions / losses
+    def predict_points(self, batch: EpisodeBatch) -> torch.Tensor:
+        """Predicted query keypoints ``[B, Q, K, 2]``, normalised crop coordinates (x, y)."""
+        points = self.output_points(self.run_episode(batch), batch)
+        return points.reshape(batch.num_episodes, batch.num_queries, *points.shape[1:])
+
+    def loss(self, batch: EpisodeBatch) -> Dict[str, torch.Tensor]:
+        """The criterion's named, weighted loss terms (plus the similarity aid's)."""
+        if self.criterion is None:
+            raise NotImplementedError(f'{type(self).__name__} has no criterion: not trainable')
+        outputs = self.run_episode(batch)
+        losses = self.criterion(outputs, batch)
+        if self.similarity_aid is not None:
+            losses.update(self.similarity_aid.loss(outputs['similarity_aid'], batch))
+        return losses
 
     @staticmethod
-    def pack_predictions(points: torch.Tensor, data_samples: dict) -> List[dict]:
-        """Map [B, Q, K, 2] crop predictions to image pixels; one metric input dict per episode."""
+    def pack_predictions(points: torch.Tensor, batch: EpisodeBatch) -> List[dict]:
+        """Map ``[B, Q, K, 2]`` crop predictions to image pixels; one metric input per episode."""
         points = points.detach().float().cpu().numpy()
         outputs = []
-        for b, metas in enumerate(data_samples['query_metas']):
+        for b, metas in enumerate(batch.query_metas):
             warp = np.stack([m['warp_mat'] for m in metas]).astype(np.float64)
             pred = crop_to_image(points[b], warp, metas[0]['input_size'])
             outputs.append(dict(
-                category_id=int(data_samples['category_id'][b]),
-                num_kpts=int(data_samples['num_kpts'][b]),
+                category_id=int(batch.category_id[b]),
+                num_kpts=int(batch.num_kpts[b]),
                 query_ann_ids=[int(m['ann_id']) for m in metas],
                 pred_kpts=pred.astype(np.float32),
                 gt_kpts=np.stack([m['gt_keypoints'] for m in metas]),
-                query_vis=data_samples['query_keypoints_visible'][b].cpu().numpy(),
-                support_vis=data_samples['support_keypoints_visible'][b].cpu().numpy(),
+                query_vis=batch.query_keypoints_visible[b].cpu().numpy(),
+                support_vis=batch.support_keypoints_visible[b].cpu().numpy(),
                 bbox_size=np.array([m['bbox_size'] for m in metas], dtype=np.float32)))
         return outputs

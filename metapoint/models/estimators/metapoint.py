@@ -1,18 +1,17 @@
 """MetaPoint (CVPR'24): meta-points without support, assigned to keypoints, then refined."""
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 import torch
 from torch import nn
 
 from metapoint.registry import MODELS
+from metapoint.structures import EpisodeBatch
 from metapoint.utils.config_checks import merge_options
 from ..heads import HeatmapKeypointPooling
 from ..layers.joint_encoder import QueryMapEnhancer
 from ..layers.point_decoder import ProgressivePointDecoder
 from ..layers.positional_encoding import SinePositionalEncoding
 from ..layers.shot_fusion import visibility_weighted_shot_mean
-from ..losses import (aux_heatmap_losses, meta_point_losses, refine_losses,
-                      similarity_peak_points, support_level_features)
 from ..necks import InputProjection
 from ..task_modules import MetaPointAssigner, gather_by_assignment
 from .base import BaseCAPEEstimator
@@ -56,17 +55,14 @@ class MetaPoint(BaseCAPEEstimator):
             ``self_att``, ``iden_pos``, ``coor_pos``, ``dropout``, ``mask_invalid_keys``).
         meta_decoder_layers / ref_decoder_layers: L of each decoder.
         enhancer_cfg: ``num_layers``, ``num_heads``, ``ffn_dims``, ``dropout``.
-        loss_cfg: ``l1``, ``vp``, ``vn``, ``meta``, ``ref``, ``aux`` (the slack delta).
+        criterion: the loss, :class:`MetaPointCriterion` (weights ``l1``, ``vp``, ``vn``,
+            ``meta``, ``ref`` and the slack delta ``aux``; the assigner's cost uses the same).
         max_kpt_num: K, the padded slot count (order embeddings depend on it).
-        aux_heatmap_cfg: None (default, the paper method) or a dict enabling the optional
-            auxiliary similarity-heatmap loss (NOT part of MetaPoint; a CPU-budget aid for
-            backbones trained from scratch, see docs/metapoint.md): ``levels`` (indices into
-            the deepest-first pyramid, default ``(-1,)``, the finest), ``temperature`` (0.1),
-            ``sigma`` (target Gaussian width in cells of each level, 1.0), ``weight`` (1.0).
-            Adds ``loss_sim{i}`` in training; no parameters, predictions are unchanged unless
-            ``init_refine`` (False) is set: then the refine decoder starts (train and test)
-            from the peak of the similarity map of ``levels[0]`` (local soft-argmax within
-            ``init_radius`` cells, default 1) instead of the assigned query meta-point.
+        similarity_aid: None (default, the paper method) or a :class:`SimilarityAid` config
+            (NOT part of MetaPoint; a CPU-budget aid for backbones trained from scratch, see
+            docs/metapoint.md). With its ``init_points``, the refine decoder starts (train and
+            test) from the similarity peak on the gated slots instead of the assigned query
+            meta-point.
     """
 
     def __init__(self,
@@ -77,13 +73,15 @@ class MetaPoint(BaseCAPEEstimator):
                  meta_decoder_layers: int = 3,
                  ref_decoder_layers: int = 3,
                  enhancer_cfg: Optional[dict] = None,
-                 loss_cfg: Optional[dict] = None,
+                 criterion: Optional[dict] = None,
                  max_kpt_num: int = 70,
                  embed_dims: int = 256,
-                 aux_heatmap_cfg: Optional[dict] = None,
+                 similarity_aid: Optional[dict] = None,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
-        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        criterion = dict(dict(type='MetaPointCriterion'), **(criterion or {}))
+        super().__init__(criterion=criterion, similarity_aid=similarity_aid,
+                         data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         meta_cfg = merge_options('MetaPoint meta_cfg', dict(
             point_num=100, point_dim=256, asm_type='nbipart'), meta_cfg)
         arch_cfg = merge_options('MetaPoint arch_cfg', dict(
@@ -94,18 +92,7 @@ class MetaPoint(BaseCAPEEstimator):
             coor_pos=True, dropout=0.1, mask_invalid_keys=False), decoder_cfg)
         enhancer_cfg = merge_options('MetaPoint enhancer_cfg', dict(
             num_layers=3, num_heads=8, ffn_dims=2048, dropout=0.1), enhancer_cfg)
-        self.loss_cfg = merge_options('MetaPoint loss_cfg', dict(
-            l1=1.0, vp=0.1, vn=0.005, meta=0.1, ref=1.0, aux=0.1), loss_cfg)
         self.max_kpt_num = max_kpt_num
-        self.aux_heatmap_cfg = None
-        if aux_heatmap_cfg is not None:
-            self.aux_heatmap_cfg = merge_options('MetaPoint aux_heatmap_cfg', dict(
-                levels=(-1,), temperature=0.1, sigma=1.0, weight=1.0, init_refine=False,
-                init_radius=1), aux_heatmap_cfg)
-            for lvl in self.aux_heatmap_cfg['levels']:
-                if not -arch_cfg['res_layer_num'] <= lvl < arch_cfg['res_layer_num']:
-                    raise ValueError(f'aux_heatmap_cfg level {lvl} outside the '
-                                     f"{arch_cfg['res_layer_num']} pyramid levels")
         self.train_gate_uses_query = arch_cfg['train_gate_uses_query']
         if arch_cfg['skfeat_layer_num'] > arch_cfg['res_layer_num']:
             raise ValueError('skfeat_layer_num cannot exceed res_layer_num')
@@ -148,11 +135,11 @@ class MetaPoint(BaseCAPEEstimator):
             width = embed_dims * (1 + len(self.enhance_sources))
             self.meta_fusion_proj = nn.Sequential(nn.Linear(width, embed_dims), nn.ReLU(),
                                                   nn.Linear(embed_dims, embed_dims), nn.ReLU())
-        lc = self.loss_cfg
-        self.assigner = MetaPointAssigner(lc['l1'], lc['vp'], lc['vn'], lc['aux'],
+        c = self.criterion
+        self.assigner = MetaPointAssigner(c.l1, c.vp, c.vn, c.aux,
                                           mode=meta_cfg['asm_type'])
 
-    # ------------------------------------------------------------------ building blocks
+    # ------------------------------------------------------------------ template steps
     def extract_maps(self, imgs: torch.Tensor) -> List[torch.Tensor]:
         """imgs [B, N, 3, H, W] -> levels [B*N, C, H_l, W_l] (image-major order).
 
@@ -167,6 +154,10 @@ class MetaPoint(BaseCAPEEstimator):
                     for i in range(len(per_slot[0]))]
         return self.input_projs(self.backbone(imgs.flatten(0, 1)))
 
+    def extract_features(self, batch: EpisodeBatch):
+        """Support and query pyramids, each its own backbone call (:meth:`extract_maps`)."""
+        return self.extract_maps(batch.support_imgs), self.extract_maps(batch.query_imgs)
+
     def decode_meta_points(self, maps: List[torch.Tensor]):
         """Meta decoder on N images -> embeddings [N, M, C], points [N, L, M, 2], vis [N, M]."""
         n = maps[0].shape[0]
@@ -175,44 +166,43 @@ class MetaPoint(BaseCAPEEstimator):
         vis = torch.softmax(self.visibility_head(embed), -1)[..., 1].clamp(0.01, 0.99)
         return embed, points, vis
 
-    def forward_episode(self, inputs: Dict[str, torch.Tensor], data_samples: dict) -> dict:
-        """Run the model; returns every intermediate needed for losses, predictions and tests."""
-        s_imgs, q_imgs = inputs['support_imgs'], inputs['query_imgs']
-        b, s = s_imgs.shape[:2]
-        q = q_imgs.shape[1]
-        s_kpts = data_samples['support_keypoints']  # [B, S, K, 2]
-        s_w = data_samples['support_keypoint_weights']  # [B, S, K]
-        k = s_kpts.shape[2]
-        if k != self.max_kpt_num:
-            raise ValueError(f'MetaPoint built for max_kpt_num={self.max_kpt_num} got {k} slots')
-
-        # supports: once per episode
-        s_maps = self.extract_maps(s_imgs)
-        s_embed, s_points, s_vis = self.decode_meta_points(s_maps)
+    def encode_support(self, support_feats: List[torch.Tensor], batch: EpisodeBatch) -> dict:
+        """Once per episode: support meta-points, pooled keypoint features fused over shots,
+        co-visibility and the meta-point -> keypoint assignment (all ``[B, ...]``)."""
+        b, s, k = batch.num_episodes, batch.num_shots, batch.num_slots
+        s_kpts, s_w = batch.support_keypoints, batch.support_keypoint_weights  # [B, S, K(, 2)]
+        s_embed, s_points, s_vis = self.decode_meta_points(support_feats)
         m = s_embed.shape[1]
         s_embed = s_embed.view(b, s, m, -1)
         s_points = s_points.view(b, s, *s_points.shape[1:])
         s_vis = s_vis.view(b, s, m)
-        sk_feats = self.support_pooling([lv for lv in s_maps],
-                                        data_samples['support_heatmaps'].flatten(0, 1),
+        sk_feats = self.support_pooling(support_feats, batch.support_heatmaps.flatten(0, 1),
                                         s_w.flatten(0, 1)).view(b, s, k, -1)
         sk_feats = visibility_weighted_shot_mean(sk_feats, s_w > 0, floor=1)  # [B, K, C]
         s_covis = s_w.min(1).values > 0  # [B, K] support co-visible
-
-        # queries: batched; support-side tensors repeated per query
-        q_maps = self.extract_maps(q_imgs)
-        q_embed, q_points, q_vis = self.decode_meta_points(q_maps)  # [B*Q, ...]
-        q_w = data_samples.get('query_keypoint_weights')
-        rep = (lambda t: t.repeat_interleave(q, 0))
-        if self.training and self.train_gate_uses_query:
-            gate = rep(s_covis) & (q_w.flatten(0, 1) > 0)
-        else:
-            gate = rep(s_covis)
         meta_to_kp, assigned = self.assigner(s_points, s_vis, s_kpts, s_w,
                                              assign_mask=s_covis)
-        m2k, assigned_q = rep(meta_to_kp), rep(assigned)
+        return dict(meta_embed=s_embed, meta_points=s_points, meta_visible=s_vis,
+                    keypoint_feats=sk_feats, covisible=s_covis, meta_to_kp=meta_to_kp,
+                    assigned=assigned)
 
-        sk_q = rep(sk_feats)
+    def decode_queries(self, query_feats: List[torch.Tensor], support: dict,
+                       batch: EpisodeBatch, init_points: Optional[torch.Tensor] = None) -> dict:
+        """Queries batched ``[B*Q, ...]``: query meta-points, support tokens refined with the
+        query map and fused with the assigned meta embeddings, then the refine decoder from the
+        assigned query meta-points (or the similarity aid's ``init_points`` on gated slots).
+        Returns every intermediate needed by the criterion, the predictions and the tests."""
+        q_maps = query_feats
+        q_embed, q_points, q_vis = self.decode_meta_points(q_maps)  # [B*Q, ...]
+        rep = batch.per_query
+        s_covis = support['covisible']
+        if self.training and self.train_gate_uses_query:
+            gate = rep(s_covis) & (batch.flat_queries(batch.query_keypoint_weights) > 0)
+        else:
+            gate = rep(s_covis)
+        m2k, assigned_q = rep(support['meta_to_kp']), rep(support['assigned'])
+
+        sk_q = rep(support['keypoint_feats'])
         sk_mask = ~rep(s_covis)
         if self.query_enhancer is not None:
             sk_q = self.query_enhancer(q_maps[0], sk_q, sk_mask)[0]
@@ -220,59 +210,30 @@ class MetaPoint(BaseCAPEEstimator):
         if 'q' in self.enhance_sources:
             parts.append(gather_by_assignment(q_embed, m2k, gate))
         if 's' in self.enhance_sources:
-            parts.append(gather_by_assignment(rep(s_embed.mean(1)), m2k, gate))
+            parts.append(gather_by_assignment(rep(support['meta_embed'].mean(1)), m2k, gate))
         if self.enhance_type == 'cat':
             tokens = self.meta_fusion_proj(torch.cat(parts, -1))
         else:
             tokens = torch.stack(parts).sum(0)
         ref_init = gather_by_assignment(q_points[:, -1], m2k, gate)
-        if self.aux_heatmap_cfg is not None and self.aux_heatmap_cfg['init_refine']:
-            ac = self.aux_heatmap_cfg
-            lvl = ac['levels'][0]
-            peaks = similarity_peak_points(
-                support_level_features(s_maps[lvl], data_samples['support_heatmaps'], s_w, q),
-                q_maps[lvl], temperature=ac['temperature'], radius=ac['init_radius'])
-            ref_init = torch.where(gate[..., None], peaks, ref_init)
+        if init_points is not None:
+            ref_init = torch.where(gate[..., None], init_points, ref_init)
         valid = ~sk_mask
         tokens = tokens * valid[..., None].to(tokens.dtype)
         ref_embed, ref_points = self.ref_decoder(tokens, q_maps, init_points=ref_init,
                                                  valid=valid)
-        return dict(meta_to_kp=m2k, assigned=assigned_q, gate=gate, support_covisible=s_covis,
-                    support_meta_points=s_points, support_meta_visible=s_vis,
-                    support_meta_embed=s_embed, query_meta_points=q_points,
+        return dict(points=list(ref_points.unbind(1)), meta_to_kp=m2k, assigned=assigned_q,
+                    gate=gate, support_covisible=rep(s_covis),
+                    support_meta_points=support['meta_points'],
+                    support_meta_visible=support['meta_visible'],
+                    support_meta_embed=support['meta_embed'], query_meta_points=q_points,
                     query_meta_visible=q_vis, query_meta_embed=q_embed, support_tokens=sk_q,
                     ref_tokens=tokens, ref_init_points=ref_init, ref_embed=ref_embed,
-                    ref_points=ref_points, support_maps=s_maps, query_maps=q_maps)
+                    ref_points=ref_points, query_maps=q_maps)
 
-    # ------------------------------------------------------------------ estimator API
-    def predict_points(self, inputs, data_samples) -> torch.Tensor:
-        out = self.forward_episode(inputs, data_samples)
-        b, q = inputs['query_imgs'].shape[:2]
-        pts = out['ref_points'][:, -1]
-        # slots the supports do not see are not predicted (masked by the metric); put them at the
-        # crop centre as the official decoder does
-        pts = torch.where(out['support_covisible'].repeat_interleave(q, 0)[..., None], pts,
-                          torch.full_like(pts, 0.5))
-        return pts.view(b, q, *pts.shape[1:])
-
-    def loss(self, inputs, data_samples) -> Dict[str, torch.Tensor]:
-        out = self.forward_episode(inputs, data_samples)
-        lc = self.loss_cfg
-        q_kpts = data_samples['query_keypoints'].flatten(0, 1)
-        q_w = data_samples['query_keypoint_weights'].flatten(0, 1)
-        covis = out['support_covisible'].repeat_interleave(
-            inputs['query_imgs'].shape[1], 0) & (q_w > 0)
-        losses = meta_point_losses(out['query_meta_points'], out['query_meta_visible'],
-                                   out['meta_to_kp'], out['assigned'], q_kpts, q_w,
-                                   l1_weight=lc['l1'], vp_weight=lc['vp'], vn_weight=lc['vn'],
-                                   meta_weight=lc['meta'], slack=lc['aux'])
-        losses.update(refine_losses(out['ref_points'], q_kpts, covis, l1_weight=lc['l1'],
-                                    ref_weight=lc['ref'], slack=lc['aux']))
-        if self.aux_heatmap_cfg is not None:
-            ac = self.aux_heatmap_cfg
-            losses.update(aux_heatmap_losses(
-                out['support_maps'], out['query_maps'], data_samples['support_heatmaps'],
-                data_samples['support_keypoint_weights'], q_kpts, covis,
-                inputs['query_imgs'].shape[1], levels=tuple(ac['levels']),
-                temperature=ac['temperature'], sigma=ac['sigma'], weight=ac['weight']))
-        return losses
+    def output_points(self, outputs: dict, batch: EpisodeBatch) -> torch.Tensor:
+        """Last refine layer ``[B*Q, K, 2]``; slots the supports do not all see are not
+        predicted (the metric masks them) and sit at the crop centre, as officially."""
+        pts = outputs['ref_points'][:, -1]
+        return torch.where(outputs['support_covisible'][..., None], pts,
+                           torch.full_like(pts, 0.5))

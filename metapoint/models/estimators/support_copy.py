@@ -1,9 +1,10 @@
 """SupportCopy: the non-learned floor of every CAPE result table."""
-from typing import Dict
+from typing import Optional
 
 import torch
 
 from metapoint.registry import MODELS
+from metapoint.structures import EpisodeBatch
 from ..layers.shot_fusion import visibility_weighted_shot_mean
 from .base import BaseCAPEEstimator
 
@@ -17,14 +18,20 @@ class SupportCopy(BaseCAPEEstimator):
     free (aligned faces score high, articulated animals low). A learned model has to beat it to show
     it used the query image at all. Shots are averaged over those where the keypoint is annotated;
     a keypoint annotated in no shot is predicted at the crop centre (it is masked out of the metric
-    anyway). It has no parameters and no loss; run it with ``tools/test.py``.
+    anyway). It has no parameters and no criterion; run it with ``tools/test.py``.
     """
 
-    def predict_points(self, inputs: Dict[str, torch.Tensor], data_samples: dict) -> torch.Tensor:
-        kpts = data_samples['support_keypoints']  # [B, S, K, 2]
-        vis = data_samples['support_keypoints_visible'] > 0  # [B, S, K]
-        mean = visibility_weighted_shot_mean(kpts, vis, floor=1)
+    def extract_features(self, batch: EpisodeBatch):
+        """No image features: the prediction uses the support keypoints only."""
+        return None, None
+
+    def encode_support(self, support_feats, batch: EpisodeBatch) -> dict:
+        """Mean support layout ``[B, K, 2]`` over the shots that annotate each keypoint."""
+        vis = batch.support_keypoints_visible > 0  # [B, S, K]
+        mean = visibility_weighted_shot_mean(batch.support_keypoints, vis, floor=1)
         seen = vis.any(1)[..., None]
-        mean = torch.where(seen, mean, torch.full_like(mean, 0.5))  # [B, K, 2]
-        num_queries = inputs['query_imgs'].shape[1]
-        return mean.unsqueeze(1).expand(-1, num_queries, -1, -1).contiguous()
+        return dict(layout=torch.where(seen, mean, torch.full_like(mean, 0.5)))
+
+    def decode_queries(self, query_feats, support: dict, batch: EpisodeBatch,
+                       init_points: Optional[torch.Tensor] = None) -> dict:
+        return dict(points=[batch.per_query(support['layout'])])

@@ -2,14 +2,15 @@
 from typing import List, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from ..layers.keypoint_pooling import heatmap_pool
 
 
 class HeatmapKeypointPooling(nn.Module):
-    """f_k = sum_u H_k(u) Up(F)(u) / (sum_u H_k(u) + 1e-8) over the first ``num_levels`` maps.
+    """:func:`~metapoint.models.layers.heatmap_pool` of the first ``num_levels`` maps, fused.
 
-    Each level is resized bilinearly (align_corners=False) to the heatmap size; the levels are
+    f_k = sum_u H_k(u) Up(F)(u) / (sum_u H_k(u) + 1e-8) per level; the levels are
     fused by 'cat' (Linear(C*n -> C), ReLU, Linear, ReLU) or 'add' (sum, no projection). The result
     is multiplied by the keypoint weights, so an invisible keypoint has a zero feature.
 
@@ -28,13 +29,8 @@ class HeatmapKeypointPooling(nn.Module):
 
     def forward(self, maps: Sequence[torch.Tensor], heatmaps: torch.Tensor,
                 weights: torch.Tensor) -> torch.Tensor:
-        hm = heatmaps / (heatmaps.sum((-1, -2), keepdim=True) + 1e-8)
-        hm = hm.flatten(2)  # [N, K, h*w]
-        pooled: List[torch.Tensor] = []
-        for feat in maps[:self.num_levels]:
-            up = F.interpolate(feat, size=heatmaps.shape[-2:], mode='bilinear',
-                               align_corners=False)
-            pooled.append(hm @ up.flatten(2).transpose(1, 2))
+        pooled: List[torch.Tensor] = [heatmap_pool(feat, heatmaps)
+                                      for feat in maps[:self.num_levels]]
         feats = self.proj(torch.cat(pooled, -1)) if self.fusion == 'cat' \
             else torch.stack(pooled).sum(0)
         return feats * weights.unsqueeze(-1)
