@@ -15,8 +15,17 @@
 #   checkpoint <work dir> [final|best]           print the checkpoint test-all would pick
 #   metapoint-ablations [gpus]                   train every ablation config (split 1, 1-shot)
 #   fmmp-train / fmmp-test / fmmp-train-all / fmmp-test-all / fmmp-ablations: the same for FMMP
+#   capeformer-train / capeformer-test / capeformer-train-all / capeformer-test-all: the same for
+#                CapeFormer (official per-split files, categories in file order)
+#   capeformer-unified-train / -test / -train-all / -test-all: CapeFormer on the unified-file
+#                protocol (the MetaPoint / FMMP test episodes)
 #   metapoint-cpu      the CPU learning check on the synthetic real-pose set (~16 min + 6 min test)
 #   fmmp-cpu [mixup|zero|both]  FMMP CPU learning check (mixup vs zero padding, 2 threads each)
+#   capeformer-cpu     the CapeFormer CPU learning check (same data and budget as metapoint-cpu)
+#   <model>-cross <split|all> [gpus]   cross-super-category split (human-body, human-face,
+#                vehicle, furniture; docs/cross_category.md) of metapoint, fmmp or capeformer:
+#                train, then test the final checkpoint (val = test categories)
+#   <model>-cross-test <split> <ckpt> [gpus]  evaluate a cross-super-category checkpoint
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 PY=${PYTHON:-python}
@@ -118,11 +127,15 @@ supportcopy() {
     "test_dataloader.dataset.num_shots=$shots" "test_dataloader.dataset.data_root=$root"
 }
 
-# config of a model's official recipe: model_config <metapoint|fmmp> <split> <shots>
+# config of a model's official recipe:
+# model_config <metapoint|fmmp|capeformer|capeformer-unified> <split> <shots>
 model_config() {
   case "$1" in
     metapoint) echo "configs/metapoint/metapoint_r50_4xb16_mp100-split${2}_${3}shot.py" ;;
     fmmp) echo "configs/fmmp/fmmp_r50_1xb16_mp100-split${2}_${3}shot.py" ;;
+    capeformer) echo "configs/capeformer/capeformer_r50_1xb16_mp100-split${2}_${3}shot.py" ;;
+    capeformer-unified)
+      echo "configs/capeformer/capeformer_r50_1xb16_mp100-split${2}_${3}shot_unified.py" ;;
     *) echo "unknown model $1" >&2; return 2 ;;
   esac
 }
@@ -188,6 +201,59 @@ metapoint_cpu() {
     --work-dir work_dirs/metapoint_cpu/test
 }
 
+capeformer_cpu() {
+  [ -f "$SYNTH_REAL_DIR/annotations/unified_ann_file.json" ] || synthetic_real "$SYNTH_REAL_DIR"
+  local cfg=configs/capeformer/capeformer_r18_1xb8_synthetic-real-split1_1shot_cpu.py
+  # one thread per process unless told otherwise, as metapoint-cpu
+  OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1} \
+    $PY tools/train.py "$cfg" --work-dir work_dirs/capeformer_cpu "$@"
+  OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1} \
+    $PY tools/test.py "$cfg" work_dirs/capeformer_cpu/epoch_4.pth \
+    --work-dir work_dirs/capeformer_cpu/test
+}
+
+CROSS_SPLITS="human-body human-face vehicle furniture"
+
+# config of a cross-super-category split: cross_config <metapoint|fmmp|capeformer> <split>
+cross_config() {
+  local model=$1 split=$2 cfg
+  case " $CROSS_SPLITS " in
+    *" $split "*) ;;
+    *) echo "unknown cross-super-category split '$split' (one of: $CROSS_SPLITS)" >&2; return 2 ;;
+  esac
+  case "$model" in
+    metapoint) cfg=metapoint_r50_4xb16 ;;
+    fmmp) cfg=fmmp_r50_1xb16 ;;
+    capeformer) cfg=capeformer_r50_1xb16 ;;
+    *) echo "unknown model $model" >&2; return 2 ;;
+  esac
+  echo "configs/$model/cross_category/${cfg}_mp100-cross-${split}_1shot.py"
+}
+
+model_cross_test() {
+  local model=$1 split=$2 ckpt=$3 gpus=${4:-1} cfg
+  cfg=$(cross_config "$model" "$split")
+  if [ "$gpus" -gt 1 ]; then bash tools/dist_test.sh "$cfg" "$ckpt" "$gpus" "${@:5}"
+  else $PY tools/test.py "$cfg" "$ckpt" "${@:5}"; fi
+}
+
+# model_cross <model> <split|all> [gpus]: train on the other categories, then test the final
+# checkpoint (the validation categories are the test categories, so best-on-val is not used)
+model_cross() {
+  local model=$1 which=${2:-} gpus=${3:-1} split cfg ckpt splits
+  [ -n "$which" ] || { echo "$model-cross: name a split ($CROSS_SPLITS) or all" >&2; return 2; }
+  splits=$which
+  [ "$which" = all ] && splits=$CROSS_SPLITS
+  for split in $splits; do
+    cfg=$(cross_config "$model" "$split")
+    if [ "$gpus" -gt 1 ]; then bash tools/dist_train.sh "$cfg" "$gpus"
+    else $PY tools/train.py "$cfg"; fi
+    ckpt=$(checkpoint "work_dirs/$(basename "$cfg" .py)" final)
+    echo "== $(basename "$cfg" .py): testing $ckpt (final checkpoint)"
+    model_cross_test "$model" "$split" "$ckpt" "$gpus"
+  done
+}
+
 # FMMP CPU learning check: the mixup-padding recipe, then the zero-padding one, each trained with
 # the 2-core budget (2 threads; keep the box otherwise idle). fmmp-cpu [mixup|zero|both]
 fmmp_cpu() {
@@ -219,12 +285,20 @@ case "$cmd" in
   synthetic-real) synthetic_real "$@" ;;
   supportcopy) supportcopy "$@" ;;
   checkpoint) checkpoint "$@" ;;
-  metapoint-train|fmmp-train) model_train "${cmd%-train}" "$@" ;;
-  metapoint-test|fmmp-test) model_test "${cmd%-test}" "$@" ;;
-  metapoint-train-all|fmmp-train-all) model_all "${cmd%-train-all}" train "${1:-1}" ;;
-  metapoint-test-all|fmmp-test-all) model_all "${cmd%-test-all}" test "$@" ;;
+  metapoint-train|fmmp-train|capeformer-train|capeformer-unified-train)
+    model_train "${cmd%-train}" "$@" ;;
+  metapoint-test|fmmp-test|capeformer-test|capeformer-unified-test)
+    model_test "${cmd%-test}" "$@" ;;
+  metapoint-train-all|fmmp-train-all|capeformer-train-all|capeformer-unified-train-all)
+    model_all "${cmd%-train-all}" train "${1:-1}" ;;
+  metapoint-test-all|fmmp-test-all|capeformer-test-all|capeformer-unified-test-all)
+    model_all "${cmd%-test-all}" test "$@" ;;
+  metapoint-cross|fmmp-cross|capeformer-cross) model_cross "${cmd%-cross}" "$@" ;;
+  metapoint-cross-test|fmmp-cross-test|capeformer-cross-test)
+    model_cross_test "${cmd%-cross-test}" "$@" ;;
   metapoint-ablations|fmmp-ablations) model_ablations "${cmd%-ablations}" "$@" ;;
   metapoint-cpu) metapoint_cpu "$@" ;;
   fmmp-cpu) fmmp_cpu "$@" ;;
+  capeformer-cpu) capeformer_cpu "$@" ;;
   *) sed -n '2,/^set /{/^#/p}' "$0"; [ "$cmd" = help ] || exit 2 ;;
 esac

@@ -173,7 +173,8 @@ def write_tiny_coco(root: Path, mutate: Optional[Callable[[dict], None]] = None,
 
 
 # ---------------------------------------------------------------------------- official fixtures
-#: numbers from the official MetaPoint / FMMP code, packed by tests/data/build_official_pack.py
+#: numbers from the official MetaPoint / FMMP / CapeFormer code, packed by
+#: tests/data/build_official_pack.py
 OFFICIAL_PACK = REPO / 'tests' / 'data' / 'official'
 #: the uncompressed source folder (optional, beside the clone): tests/test_official_pack.py
 #: checks the pack against it when present
@@ -204,15 +205,69 @@ def official_manifest(prefix: str) -> list:
 
 def load_official_fixture(prefix: str):
     """``(inputs, outputs)`` of the official run ``prefix``, the shared images put back in the
-    layout each model's inputs had (MetaPoint ``img_s`` / ``img_q``, FMMP ``imgs`` [B, G, ...])."""
+    layout each model's inputs had (MetaPoint and CapeFormer ``img_s`` / ``img_q``, FMMP
+    ``imgs`` [B, G, ...]). A pack whose inputs are another run's, zero-padded to more keypoint
+    slots (CapeFormer: MetaPoint's, K 70 -> 100), records ``inputs = {'padded_from': prefix,
+    'num_slots': K}`` and gets them rebuilt here (:func:`pad_keypoint_slots`)."""
     pack = official_pack(f'{prefix}.pt.xz')
     images = _read_pack('images.pt.xz')
     inputs = pack['inputs']
-    if prefix.startswith('metapoint'):
+    if 'padded_from' in inputs:
+        inputs = pad_keypoint_slots(load_official_fixture(inputs['padded_from'])[0],
+                                    inputs['num_slots'])
+    elif prefix.startswith('metapoint'):
         inputs['img_s'], inputs['img_q'] = [images['support'].clone()], images['query'].clone()
     else:
         inputs['imgs'] = torch.stack([images['support'], images['query']], 1)
     return inputs, pack['outputs']
+
+
+def first_difference(packed, source, path: str = '') -> Optional[str]:
+    """Where nested ``packed`` (dicts / lists / tensors / plain values) is not bitwise equal to
+    the same entries of ``source`` (dtype included; ``source`` may hold more dict keys), or
+    None when everything in ``packed`` matches."""
+    if isinstance(packed, dict):
+        for key, value in packed.items():
+            if key not in source:
+                return f'{path}/{key} (absent)'
+            found = first_difference(value, source[key], f'{path}/{key}')
+            if found:
+                return found
+        return None
+    if isinstance(packed, (list, tuple)):
+        if len(packed) != len(source):
+            return f'{path} (length)'
+        return next((d for d in (first_difference(a, b, f'{path}[{i}]')
+                                 for i, (a, b) in enumerate(zip(packed, source))) if d), None)
+    if isinstance(packed, torch.Tensor):
+        same = isinstance(source, torch.Tensor) and packed.dtype == source.dtype and \
+            torch.equal(packed, source)
+        return None if same else path
+    return None if packed == source else path
+
+
+def pad_keypoint_slots(inputs: dict, num_slots: int) -> dict:
+    """Official collated inputs with the keypoint axis zero-padded to ``num_slots`` (zero,
+    invisible rows): ``target_*`` / ``target_weight_*`` (dim 1) and the ``img_metas`` joint arrays
+    (dim 0); every other entry is kept as is."""
+    def pad(t, dim):
+        shape = list(t.shape)
+        shape[dim] = num_slots - shape[dim]
+        return torch.cat([t, t.new_zeros(shape)], dim)
+
+    out = dict(inputs)
+    for key in ('target_s', 'target_weight_s'):
+        if key in inputs:
+            out[key] = [pad(t, 1) for t in inputs[key]]
+    for key in ('target_q', 'target_weight_q'):
+        if key in inputs:
+            out[key] = pad(inputs[key], 1)
+    if 'img_metas' in inputs:
+        out['img_metas'] = [
+            {k: ([pad(t, 0) for t in v] if k.startswith('sample_joints_3d') else
+                 pad(v, 0) if k.startswith('query_joints_3d') else v) for k, v in m.items()}
+            for m in inputs['img_metas']]
+    return out
 
 
 def load_official_grads(prefix: str) -> dict:
@@ -273,32 +328,38 @@ def close_to_fixture(actual, expected, atol, name):
 
 
 def metapoint_official_batch(inputs):
-    """MetaPoint fixture tensors (official collated batch) -> our (already normalised) inputs
-    and data_samples: supports ``[B, S, ...]``, query ``[B, 1, ...]``, keypoints / 256."""
+    """MetaPoint fixture tensors (official collated batch) -> an (already normalised)
+    :class:`EpisodeBatch`: supports ``[B, S, ...]``, query ``[B, 1, ...]``, keypoints / 256."""
+    from metapoint.structures import make_episode_batch
     metas = inputs['img_metas']
     s_kpts = torch.stack([torch.stack([torch.as_tensor(m['sample_joints_3d'][s])[:, :2]
                                        for m in metas]) for s in range(len(inputs['img_s']))], 1)
     q_kpts = torch.stack([torch.as_tensor(m['query_joints_3d'])[:, :2] for m in metas])
-    x = dict(support_imgs=torch.stack(inputs['img_s'], 1), query_imgs=inputs['img_q'][:, None])
-    samples = dict(
-        support_keypoints=(s_kpts / 256).float(),
-        support_keypoint_weights=torch.stack(inputs['target_weight_s'], 1)[..., 0],
+    return make_episode_batch(
+        torch.stack(inputs['img_s'], 1), inputs['img_q'][:, None], (s_kpts / 256).float(),
+        (q_kpts / 256).float()[:, None],
+        support_weights=torch.stack(inputs['target_weight_s'], 1)[..., 0],
+        query_weights=inputs['target_weight_q'][:, None, :, 0],
         support_heatmaps=torch.stack(inputs['target_s'], 1),
-        query_keypoints=(q_kpts / 256).float()[:, None],
-        query_keypoint_weights=inputs['target_weight_q'][:, None, :, 0],
         query_heatmaps=inputs['target_q'][:, None])
-    return x, samples
+
+
+def capeformer_official_batch(inputs):
+    """CapeFormer fixture tensors (official collated batch, K = 100) -> an (already normalised)
+    :class:`EpisodeBatch` with heatmaps and the real keypoint counts K_c."""
+    return metapoint_official_batch(inputs).replace(
+        num_kpts=torch.as_tensor(inputs['category_keypoint_num'], dtype=torch.long))
 
 
 def fmmp_official_batch(inputs):
-    """FMMP fixture tensors ([B, G] with the query last) -> our inputs and data_samples."""
+    """FMMP fixture tensors ([B, G] with the query last) -> an :class:`EpisodeBatch`."""
+    from metapoint.structures import make_episode_batch
     imgs, pts, vis = inputs['imgs'], inputs['points'], inputs['visibles'].float()
-    x = dict(support_imgs=imgs[:, :-1], query_imgs=imgs[:, -1:])
-    samples = dict(support_keypoints=pts[:, :-1], query_keypoints=pts[:, -1:],
-                   support_keypoint_weights=vis[:, :-1], query_keypoint_weights=vis[:, -1:],
-                   support_neighbour_idx=inputs['headwise_refpoint_idxs'][:, :-1, 0],
-                   num_kpts=inputs['category_keypoint_num'])
-    return x, samples
+    return make_episode_batch(
+        imgs[:, :-1], imgs[:, -1:], pts[:, :-1], pts[:, -1:], support_weights=vis[:, :-1],
+        query_weights=vis[:, -1:],
+        support_neighbour_idx=inputs['headwise_refpoint_idxs'][:, :-1, 0],
+        num_kpts=inputs['category_keypoint_num'])
 
 
 def official_weights_model(config_path, converter: Callable, prefix: str):

@@ -38,16 +38,18 @@ def test_merge_options_fills_defaults_and_rejects_strangers():
 
 @pytest.mark.parametrize('path, dotted, owner, valid', [
     (METAPOINT, 'decoder_cfg.n_head', 'MetaPoint decoder_cfg', 'n_heads'),
-    (METAPOINT, 'loss_cfg.l2', 'MetaPoint loss_cfg', 'vn'),
+    (METAPOINT, 'criterion.l2', "MetaPointCriterion config (type='MetaPointCriterion')", 'vn'),
     (METAPOINT, 'meta_cfg.points', 'MetaPoint meta_cfg', 'point_num'),
     (METAPOINT, 'arch_cfg.enhance', 'MetaPoint arch_cfg', 'enhance_sk_w_meta'),
     (METAPOINT, 'enhancer_cfg.layers', 'MetaPoint enhancer_cfg', 'num_layers'),
-    (METAPOINT, 'aux_heatmap_cfg.temp', 'MetaPoint aux_heatmap_cfg', 'temperature'),
-    (FMMP, 'loss_cfg.mixweight', 'FMMP loss_cfg', 'mix_weight'),
-    (FMMP, 'aux_heatmap_cfg.levels', 'FMMP aux_heatmap_cfg', 'level'),
+    (METAPOINT, 'similarity_aid.temp', "SimilarityAid config (type='SimilarityAid')",
+     'temperature'),
+    (FMMP, 'criterion.mixweight', "FMMPCriterion config (type='FMMPCriterion')", 'mix_weight'),
+    (FMMP, 'similarity_aid.level', "SimilarityAid config (type='SimilarityAid')", 'levels'),
     (FMMP, 'predictor.side_head', "RecurrentFGSAPredictor config (type='RecurrentFGSAPredictor')",
      'side_heads'),
-    (FMMP, 'neck.out_channel', "TopDownPyramid config (type='TopDownPyramid')", 'out_channels'),
+    (FMMP, 'neck.out_channel', "LevelProjectionNeck config (type='LevelProjectionNeck')",
+     'out_channels'),
     (METAPOINT, 'backbone.out_indice', "TorchvisionResNet config (type='TorchvisionResNet')",
      'out_indices'),
 ])

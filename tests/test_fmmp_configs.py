@@ -9,6 +9,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
+from metapoint.datasets import episode_collate
 from metapoint.registry import MODELS, TRANSFORMS
 from metapoint.utils import register_all_modules
 from tests.helpers import REPO
@@ -35,15 +36,7 @@ def _episode(cfg_pipeline, shots, queries, k=70, num_kpts=9, seed=0):
     for t in cfg_pipeline:
         ep = TRANSFORMS.build(t)(ep)
 
-    def stack(role, key):
-        return torch.stack([i[key] for i in ep[role]])[None]
-
-    inputs = dict(support_imgs=stack('supports', 'img'), query_imgs=stack('queries', 'img'))
-    samples = dict(num_kpts=torch.tensor([num_kpts]))
-    for role, prefix in (('supports', 'support'), ('queries', 'query')):
-        for key in ('keypoints', 'keypoint_weights', 'neighbour_idx'):
-            samples[f'{prefix}_{key}'] = stack(role, key)
-    return inputs, samples
+    return episode_collate([ep])['inputs']
 
 
 def test_all_split_and_shot_configs_exist():
@@ -73,17 +66,17 @@ def test_config_builds_and_runs(path):
     cfg.model.backbone = dict(type='TorchvisionResNet', depth=18, out_indices=(1, 2, 3))
     model = MODELS.build(cfg.model)
     model.train()
-    inputs, samples = _episode(cfg.train_dataloader.dataset.episode_pipeline, shots, 1)
-    losses = model.loss(inputs, samples)
+    batch = _episode(cfg.train_dataloader.dataset.episode_pipeline, shots, 1)
+    losses = model.loss(batch)
     expected = {'l1_loss_real', 'l1_loss_mix'}
-    if cfg.model.get('aux_heatmap_cfg') is not None:  # the CPU recipes' optional aid
-        expected.add('loss_sim')
+    if cfg.model.get('similarity_aid') is not None:  # the CPU recipes' optional aid
+        expected.add('loss_sim0')
     assert set(losses) == expected
     assert all(torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()
     model.eval()
-    inputs, samples = _episode(cfg.test_dataloader.dataset.episode_pipeline, shots, 3)
+    batch = _episode(cfg.test_dataloader.dataset.episode_pipeline, shots, 3)
     with torch.no_grad():
-        pts = model(inputs, samples, mode='tensor')
+        pts = model(batch, mode='tensor')
     assert pts.shape == (1, 3, 70, 2)
     assert ((pts >= 0) & (pts <= 1)).all()

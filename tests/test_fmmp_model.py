@@ -9,9 +9,11 @@ from metapoint.models.layers.fgsa_mining_layer import FGSAMiningLayer
 from metapoint.models.layers.ms_deform_attn import flatten_multilevel
 from metapoint.models.layers.structural_deform_attn import (StructuralDeformableAttention,
                                                             gather_structural_points)
-from metapoint.models.necks import TopDownPyramid
+from metapoint.models.layers.similarity_peaks import similarity_peak_points
+from metapoint.models.necks import LevelProjectionNeck
 from metapoint.registry import MODELS
-from metapoint.utils import register_all_modules
+from metapoint.structures import make_episode_batch
+from metapoint.utils import UnknownConfigKeyError, register_all_modules
 from tests.helpers import REPO
 
 CONFIG = REPO / 'configs' / 'fmmp' / 'fmmp_r50_1xb16_mp100-split1_1shot.py'
@@ -134,8 +136,8 @@ def test_mining_layer_with_every_key_masked_stays_finite():
     assert torch.isfinite(out).all()
 
 
-def test_top_down_pyramid_fuses_coarse_into_fine():
-    neck = TopDownPyramid([8, 16, 32], num_levels=3, out_channels=4)
+def test_top_down_neck_fuses_coarse_into_fine():
+    neck = LevelProjectionNeck([8, 16, 32], num_levels=3, out_channels=4, top_down=True)
     feats = [torch.randn(1, 8, 8, 8), torch.randn(1, 16, 4, 4), torch.randn(1, 32, 2, 2)]
     p5, p4, p3 = neck(feats)
     assert [m.shape[-1] for m in (p5, p4, p3)] == [2, 4, 8]
@@ -238,13 +240,12 @@ def _episode(shots=1, queries=2, k=70, size=64, num_kpts=(12,), seed=0):
         w_s[i, :, :n + 5] = 1  # 5 padded (mixup) slots visible
         w_q[i, :, :n + 5] = 1
     nbr = _chain_neighbours(b * shots, k).reshape(b, shots, k, 16)
-    inputs = dict(support_imgs=torch.randn(b, shots, 3, size, size, generator=g),
-                  query_imgs=torch.randn(b, queries, 3, size, size, generator=g))
-    samples = dict(support_keypoints=torch.rand(b, shots, k, 2, generator=g),
-                   support_keypoint_weights=w_s, support_neighbour_idx=nbr,
-                   query_keypoints=torch.rand(b, queries, k, 2, generator=g),
-                   query_keypoint_weights=w_q, num_kpts=torch.tensor(num_kpts))
-    return inputs, samples
+    return make_episode_batch(
+        torch.randn(b, shots, 3, size, size, generator=g),
+        torch.randn(b, queries, 3, size, size, generator=g),
+        torch.rand(b, shots, k, 2, generator=g), torch.rand(b, queries, k, 2, generator=g),
+        support_weights=w_s, query_weights=w_q, num_kpts=torch.tensor(num_kpts),
+        support_neighbour_idx=nbr)
 
 
 def _small_fmmp(**predictor):
@@ -260,11 +261,11 @@ def test_loss_terms_follow_the_official_normalisation():
     model = _small_fmmp()
     _randomise(model.predictor)
     model.train()
-    inputs, samples = _episode(num_kpts=(12, 30), queries=2)
-    losses = model.loss(inputs, samples)
-    out = model.forward_episode(inputs, samples)  # BN batch stats: same batch, same numbers
-    gt = samples['query_keypoints'].flatten(0, 1)
-    w = samples['query_keypoint_weights'].flatten(0, 1)
+    batch = _episode(num_kpts=(12, 30), queries=2)
+    losses = model.loss(batch)
+    out = model.run_episode(batch)  # BN batch stats: same batch, same numbers
+    gt = batch.query_keypoints.flatten(0, 1)
+    w = batch.query_keypoint_weights.flatten(0, 1)
     num = [12, 12, 30, 30]
     real_terms, mix_terms = [], []
     for i in range(4):
@@ -284,16 +285,15 @@ def test_loss_terms_follow_the_official_normalisation():
 
 def test_estimator_predicts_episode_batches_and_requires_neighbours():
     model = _small_fmmp().eval()
-    inputs, samples = _episode(shots=2, queries=3)
+    batch = _episode(shots=2, queries=3)
     with torch.no_grad():
-        pts = model(inputs, samples, mode='tensor')
+        pts = model(batch, mode='tensor')
     assert pts.shape == (1, 3, 70, 2)
-    samples.pop('support_neighbour_idx')
     with pytest.raises(KeyError, match='StructuralNeighbours'):
-        model(inputs, samples, mode='tensor')
+        model(batch.replace(support_neighbour_idx=None), mode='tensor')
+    short = _episode(shots=2, queries=3, k=60)
     with pytest.raises(ValueError, match='max_kpt_num'):
-        model(inputs, dict(samples, support_keypoints=samples['support_keypoints'][:, :, :60]),
-              mode='tensor')
+        model(short, mode='tensor')
 
 
 def test_unsupported_options_are_refused():
@@ -313,31 +313,45 @@ def test_flatten_levels_order_matches_spatial_shapes():
 
 
 def test_optional_similarity_aid_adds_loss_and_starts_at_the_peak():
-    """aux_heatmap_cfg (a CPU-budget aid, not the paper method): loss_sim and peak init."""
+    """similarity_aid (a CPU-budget aid, not the paper method): loss_sim0 and peak init."""
     model = _small_fmmp()
-    inputs, samples = _episode(num_kpts=(12,), queries=2)
+    batch = _episode(num_kpts=(12,), queries=2)
     model.train()
-    assert 'loss_sim' not in model.loss(inputs, samples)
+    assert 'loss_sim0' not in model.loss(batch)
     register_all_modules()
     cfg = Config.fromfile(str(CONFIG))
     cfg.model.backbone = dict(type='TorchvisionResNet', depth=18, out_indices=(1, 2, 3))
     cfg.model.predictor.update(num_layers=2, dropout=0.0)
-    cfg.model.aux_heatmap_cfg = dict(level=-1, init_points=True)
+    cfg.model.similarity_aid = dict(type='SimilarityAid', levels=(-1,),
+                                    support_features='point', init_points=True)
     torch.manual_seed(0)
     aided = MODELS.build(cfg.model)
     aided.train()
-    losses = aided.loss(inputs, samples)
-    assert torch.isfinite(losses['loss_sim']) and losses['loss_sim'] > 0
-    losses['loss_sim'].backward()
+    losses = aided.loss(batch)
+    assert torch.isfinite(losses['loss_sim0']) and losses['loss_sim0'] > 0
+    losses['loss_sim0'].backward()
     assert aided.backbone.conv1.weight.grad.abs().max() > 0
     aided.eval()
     with torch.no_grad():
-        out = aided.forward_episode(inputs, samples)
+        out = aided.run_episode(batch)
     # coordinate heads start at zero: the first layer's points are the similarity peaks
-    from metapoint.models.losses import similarity_peak_points
-    peaks = similarity_peak_points(out['match_features'], out['query_maps'][-1])
+    peaks = out['similarity_aid']['init_points']
+    state = out['similarity_aid']
+    torch.testing.assert_close(
+        peaks, similarity_peak_points(state['features'][0], state['query_maps'][0]))
     torch.testing.assert_close(out['points'][0], peaks, atol=1e-5, rtol=0)
     assert not torch.allclose(peaks, torch.full_like(peaks, 0.5))
-    cfg.model.aux_heatmap_cfg = dict(levels=(-1,))
-    with pytest.raises(ValueError, match='unknown key'):
+    cfg.model.similarity_aid = dict(type='SimilarityAid', level=-1)
+    with pytest.raises(UnknownConfigKeyError, match="unknown key.*'level'"):
         MODELS.build(cfg.model)
+
+
+def test_group_norm_neck_projects_each_level_without_fusion():
+    neck = LevelProjectionNeck([8, 16, 32], num_levels=2, out_channels=4, norm='gn',
+                               num_groups=2)
+    feats = [torch.randn(1, 8, 8, 8), torch.randn(1, 16, 4, 4), torch.randn(1, 32, 2, 2)]
+    p5, p4 = neck(feats)
+    torch.testing.assert_close(p4, neck.projs[1](feats[1]))
+    assert isinstance(neck.projs[0][1], torch.nn.GroupNorm)
+    with pytest.raises(ValueError, match='norm'):
+        LevelProjectionNeck([8], num_levels=1, norm='bn')

@@ -35,10 +35,10 @@ def test_eval_outputs_match_official(model, official):
     inputs, outputs = official
     ref = outputs['eval']
     model.eval()
-    x, samples = _batch(inputs)
+    batch = _batch(inputs)
     with torch.no_grad():
-        out = model.forward_episode(x, samples)
-        pred = model.predict_points(x, samples)
+        out = model.run_episode(batch)
+        pred = model.predict_points(batch)
     _close(out['init_embed'], ref['init_keypoint_embed'], 1e-5, 'init_keypoint_embed')
     _close(out['order'].expand_as(ref['query_order']), ref['query_order'], 1e-6, 'query_order')
     _close(out['support_ref_pos'][:, 0], ref['support_ref_pos'], 1e-5, 'support_ref_pos')
@@ -56,12 +56,12 @@ def test_train_outputs_and_losses_match_official(model, official):
     inputs, outputs = official
     ref = outputs['train']
     model.train()
-    x, samples = _batch(inputs)
-    out = model.forward_episode(x, samples)
+    batch = _batch(inputs)
+    out = model.run_episode(batch)
     for layer in range(3):
         _close(out['points'][layer].detach(), ref['pred_points'][:, layer], 1e-4,
                f'train points {layer}')
-    losses = model.loss(x, samples)
+    losses = model.loss(batch)
     assert set(losses) == set(ref['losses'])
     for key, value in ref['losses'].items():
         _close(losses[key].detach(), value, 1e-4, key)

@@ -10,6 +10,7 @@ import torch
 from mmengine.config import Config
 
 from metapoint.registry import MODELS
+from metapoint.structures import make_episode_batch
 from metapoint.utils import register_all_modules
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,13 +25,11 @@ def _batch(shots, queries=2, k=70, size=64, seed=0):
     q_w = (torch.rand(1, queries, k, generator=g) > 0.2).float()
     q_w[..., 20:] = 0
     hm = torch.rand(1, shots, k, size // 4, size // 4, generator=g) * s_w[..., None, None]
-    inputs = dict(support_imgs=torch.randn(1, shots, 3, size, size, generator=g),
-                  query_imgs=torch.randn(1, queries, 3, size, size, generator=g))
-    samples = dict(support_keypoints=s_kpts, support_keypoint_weights=s_w,
-                   support_heatmaps=hm,
-                   query_keypoints=torch.rand(1, queries, k, 2, generator=g),
-                   query_keypoint_weights=q_w)
-    return inputs, samples
+    return make_episode_batch(
+        torch.randn(1, shots, 3, size, size, generator=g),
+        torch.randn(1, queries, 3, size, size, generator=g), s_kpts,
+        torch.rand(1, queries, k, 2, generator=g), support_weights=s_w, query_weights=q_w,
+        num_kpts=20, support_heatmaps=hm)
 
 
 def test_all_split_and_shot_configs_exist():
@@ -49,14 +48,14 @@ def test_config_builds_and_runs(path):
     cfg.model.backbone = dict(type='TorchvisionResNet', depth=18, out_indices=(0, 1, 2, 3))
     model = MODELS.build(cfg.model)
     model.train()
-    inputs, samples = _batch(ds.num_shots, queries=1)
-    losses = model.loss(inputs, samples)
+    batch = _batch(ds.num_shots, queries=1)
+    losses = model.loss(batch)
     assert all(torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()
     model.eval()
-    inputs, samples = _batch(ds.num_shots, queries=3)
+    batch = _batch(ds.num_shots, queries=3)
     with torch.no_grad():
-        pts = model(inputs, samples, mode='tensor')
+        pts = model(batch, mode='tensor')
     assert pts.shape == (1, 3, 70, 2)
     assert ((pts >= 0) & (pts <= 1)).all()
 
@@ -67,10 +66,9 @@ def test_episode_batched_eval_equals_one_query_at_a_time():
     cfg = Config.fromfile(str(REPO / 'configs/metapoint/metapoint_r50_4xb16_mp100-split1_5shot.py'))
     cfg.model.backbone = dict(type='TorchvisionResNet', depth=18, out_indices=(0, 1, 2, 3))
     model = MODELS.build(cfg.model).eval()
-    inputs, samples = _batch(5, queries=3)
+    batch = _batch(5, queries=3)
     with torch.no_grad():
-        together = model(inputs, samples, mode='tensor')
+        together = model(batch, mode='tensor')
         for q in range(3):
-            one_in = dict(inputs, query_imgs=inputs['query_imgs'][:, q:q + 1])
-            one = model(one_in, samples, mode='tensor')
+            one = model(batch.select_queries(slice(q, q + 1)), mode='tensor')
             torch.testing.assert_close(one[:, 0], together[:, q], atol=1e-5, rtol=0)

@@ -44,9 +44,9 @@ def test_eval_outputs_match_official(model, official):
     inputs, outputs = official
     ref = outputs['eval']
     model.eval()
-    x, samples = _batch(inputs)
+    batch = _batch(inputs)
     with torch.no_grad():
-        out = model.forward_episode(x, samples)
+        out = model.run_episode(batch)
     cov = ref['matcher_args']['covisibles'][..., 0]
     _close(out['support_meta_points'][:, 0], ref['meta_points_s'][0], 1e-5, 'meta_points_s')
     _close(out['query_meta_points'], ref['meta_points_q'], 1e-5, 'meta_points_q')
@@ -66,8 +66,8 @@ def test_eval_outputs_match_official(model, official):
 def test_train_losses_match_official(model, official):
     inputs, outputs = official
     model.train()
-    x, samples = _batch(inputs)
-    losses = model.loss(x, samples)
+    batch = _batch(inputs)
+    losses = model.loss(batch)
     expected = outputs['train']['losses']
     assert set(losses) == set(expected)
     for key, value in expected.items():

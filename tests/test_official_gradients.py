@@ -153,8 +153,8 @@ def run(request) -> GradientRun:
     try:
         model = official_weights_model(spec['config'], spec['converter'], prefix)
         model.train()
-        x, samples = spec['batch'](inputs)
-        losses = model.loss(x, samples)
+        batch = spec['batch'](inputs)
+        losses = model.loss(batch)
         terms = reference['info']['loss_terms']
         assert set(losses) == set(terms), f'loss terms {sorted(losses)} != official {terms}'
         total = sum(losses[k] for k in terms)

@@ -11,39 +11,33 @@ import pytest
 import torch
 
 from metapoint.datasets.transforms import GenerateCAPETarget
-from tests.helpers import (OFFICIAL_PACK, OFFICIAL_SOURCE, load_official_fixture,
-                           load_official_functions, load_official_grads, official_manifest,
-                           require)
+from tests.helpers import (OFFICIAL_PACK, OFFICIAL_SOURCE, first_difference,
+                           load_official_fixture, load_official_functions, load_official_grads,
+                           official_manifest, require)
 
 
 def _source(name):
     return torch.load(require(OFFICIAL_SOURCE / name), map_location='cpu', weights_only=True)
 
 
-def _assert_same(packed, source, path=''):
+def _assert_same(packed, source):
     """Every entry of ``packed`` equals (bitwise, dtype included) the entry of ``source``."""
-    if isinstance(packed, dict):
-        for key, value in packed.items():
-            _assert_same(value, source[key], f'{path}/{key}')
-    elif isinstance(packed, (list, tuple)):
-        assert len(packed) == len(source), path
-        for i, (a, b) in enumerate(zip(packed, source)):
-            _assert_same(a, b, f'{path}[{i}]')
-    elif isinstance(packed, torch.Tensor):
-        assert packed.dtype == source.dtype and torch.equal(packed, source), path
-    else:
-        assert packed == source, path
+    diff = first_difference(packed, source)
+    assert diff is None, diff
 
 
 def test_pack_is_small_and_complete():
     sizes = {p.name: p.stat().st_size for p in OFFICIAL_PACK.glob('*.xz')}
     assert set(sizes) == {'images.pt.xz', 'functions.pt.xz', 'metapoint_s1.pt.xz',
-                          'fmmp_s1.pt.xz', 'metapoint_s1.grads.pt.xz', 'fmmp_s1.grads.pt.xz'}
+                          'fmmp_s1.pt.xz', 'metapoint_s1.grads.pt.xz', 'fmmp_s1.grads.pt.xz',
+                          'capeformer_s1.pt.xz'}
     assert sum(sizes.values()) < 8e6
     recorded = json.loads((OFFICIAL_PACK / 'SOURCES.json').read_text())['packed_bytes']
     assert recorded == sizes  # SOURCES.json describes the files as committed
     assert len(official_manifest('metapoint_s1')) == 561
     assert len(official_manifest('fmmp_s1')) == 868
+    assert len(official_manifest('capeformer_s1')) == 780
+    assert sizes['capeformer_s1.pt.xz'] < 1.5e6
 
 
 def test_images_restored_in_each_models_layout():
@@ -57,7 +51,24 @@ def test_images_restored_in_each_models_layout():
     assert load_official_fixture('metapoint_s1')[0]['img_q'].abs().sum() > 0
 
 
-@pytest.mark.parametrize('prefix', ['metapoint_s1', 'fmmp_s1'])
+def test_capeformer_inputs_are_padded_metapoint_inputs():
+    """The CapeFormer pack stores no inputs: MetaPoint's, zero-padded from 70 to 100 slots."""
+    mp_in, _ = load_official_fixture('metapoint_s1')
+    cf_in, _ = load_official_fixture('capeformer_s1')
+    assert torch.equal(cf_in['img_s'][0], mp_in['img_s'][0])
+    assert torch.equal(cf_in['img_q'], mp_in['img_q'])
+    assert cf_in['target_s'][0].shape == (2, 100, 64, 64)
+    assert cf_in['target_weight_q'].shape == (2, 100, 1)
+    assert torch.equal(cf_in['target_q'][:, :70], mp_in['target_q'])
+    assert cf_in['target_q'][:, 70:].abs().sum() == 0
+    assert cf_in['target_weight_s'][0][:, 70:].sum() == 0
+    meta = cf_in['img_metas'][0]
+    assert meta['query_joints_3d'].shape == (100, 3)
+    assert meta['sample_joints_3d'][0].shape == (100, 3)
+    assert cf_in['category_keypoint_num'].tolist() == [17, 9]
+
+
+@pytest.mark.parametrize('prefix', ['metapoint_s1', 'fmmp_s1', 'capeformer_s1'])
 def test_pack_equals_source(prefix):
     inputs, outputs = load_official_fixture(prefix)
     _assert_same(inputs, _source(f'{prefix}.inputs.pt'))

@@ -14,6 +14,7 @@ from tests.helpers import REPO, free_port
 
 METAPOINT_CFGS = sorted((REPO / 'configs' / 'metapoint').rglob('metapoint_r50_*_mp100-*.py'))
 FMMP_CFGS = sorted((REPO / 'configs' / 'fmmp').rglob('fmmp_r50_*_mp100-*.py'))
+CAPEFORMER_CFGS = sorted((REPO / 'configs' / 'capeformer').rglob('capeformer_r50_*_mp100-*.py'))
 
 
 def _cfg(total=64, batch=16, sampler_seed=None, randomness=None):
@@ -78,12 +79,14 @@ def test_episode_sampler_gets_the_run_seed_under_diff_rank_seed():
 
 
 def test_real_data_recipes_keep_the_official_totals_and_streams():
-    assert len(METAPOINT_CFGS) == 25 and len(FMMP_CFGS) == 26
-    for path in METAPOINT_CFGS + FMMP_CFGS:
+    # splits x shots + ablations + cross-super-category; CapeFormer: both protocols + cross
+    assert (len(METAPOINT_CFGS), len(FMMP_CFGS), len(CAPEFORMER_CFGS)) == (29, 30, 24)
+    for path in METAPOINT_CFGS + FMMP_CFGS + CAPEFORMER_CFGS:
         cfg = Config.fromfile(str(path))
         official = 64 if path in METAPOINT_CFGS else 16
         assert cfg.total_batch_size == official, path.name
-        assert cfg.randomness == dict(seed=0, diff_rank_seed=True), path.name
+        seed = 1 if path in CAPEFORMER_CFGS else 0  # the official CapeFormer train.py: seed 1
+        assert cfg.randomness == dict(seed=seed, diff_rank_seed=True), path.name
     for path in FMMP_CFGS:
         cfg = Config.fromfile(str(path))
         for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):

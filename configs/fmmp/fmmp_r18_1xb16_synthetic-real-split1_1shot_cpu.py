@@ -13,15 +13,16 @@ train_padding = dict(type='KeypointPadding', padding='mixup', num=max_kpt_num, p
                      alpha=1.0)
 test_padding = dict(type='KeypointPadding', padding='eqdiv', num=max_kpt_num, prob=1.0,
                     alpha=1.0)
-# aux_heatmap_cfg: the optional similarity aid (NOT part of FMMP, docs/fmmp.md): a dense
-# matching loss for the from-scratch backbone, and the recurrent predictor starts from the
-# similarity peak instead of the crop centre. Set model.aux_heatmap_cfg=None for plain FMMP.
+# similarity_aid: the optional aid (NOT part of FMMP, docs/fmmp.md): a dense matching loss for
+# the from-scratch backbone, and the recurrent predictor starts from the similarity peak instead
+# of the crop centre. Set model.similarity_aid=None for plain FMMP.
 model = dict(backbone=dict(type='TorchvisionResNet', depth=18, out_indices=(1, 2, 3),
                            pretrained=None),  # from scratch, on purpose
              neck=dict(out_channels=128),
              predictor=dict(dropout=0.0, side_heads=4),
-             aux_heatmap_cfg=dict(level=-1, temperature=0.1, sigma=1.0, weight=1.0,
-                                  init_points=True))
+             similarity_aid=dict(type='SimilarityAid', levels=(-1,),
+                                 support_features='point', temperature=0.1, sigma=1.0,
+                                 weight=1.0, init_points=True))
 
 _train_pipeline = [
     dict(type='LoadImage'),

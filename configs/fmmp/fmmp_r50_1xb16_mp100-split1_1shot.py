@@ -19,12 +19,12 @@ model = dict(
                   # recipe's torchvision://resnet50 loaded; downloaded once into the torch hub
                   # cache. Offline: --cfg-options model.backbone.pretrained=/path/to/that file
                   pretrained='torchvision://resnet50'),
-    neck=dict(type='TopDownPyramid', num_levels=3, out_channels=256),
+    neck=dict(type='LevelProjectionNeck', num_levels=3, out_channels=256, top_down=True),
     predictor=dict(type='RecurrentFGSAPredictor', num_layers=3, num_heads=8, num_points=4,
                    ffn_dims=256, dropout=0.1, side_heads=8, self_attn=True, embed_init='ref',
                    point_init='cst', ref_feat_aware=False, use_joint_encoder=False,
                    top_down_fuse=False, reuse_layers=False, projector_init='xavier'),
-    loss_cfg=dict(mix_weight=0.5),
+    criterion=dict(type='FMMPCriterion', mix_weight=0.5),
     max_kpt_num=max_kpt_num,
     data_preprocessor=dict(type='CAPEDataPreprocessor'))
 

@@ -9,10 +9,10 @@
 # * support keypoint features pooled from all 3 levels; 70 meta-points (the minimum for 70
 #   slots with 'nbipart'); 1 meta-decoder and 2 refine-decoder layers; no dropout; narrower
 #   enhancer FFN; batch 8 episodes; Adam 3e-4 (x3 for the backbone and input projection);
-# * the OPTIONAL auxiliary similarity-heatmap loss (aux_heatmap_cfg; not part of the paper
-#   method, off in every other config): support keypoint features vs the query map, cosine +
-#   softmax over positions, on the two finest levels; with init_refine the refine decoder starts
-#   from the similarity peak of the finest level instead of the assigned query meta-point.
+# * the OPTIONAL similarity aid (similarity_aid; not part of the paper method, off in every
+#   other config): support keypoint features vs the query map, cosine + softmax over positions,
+#   on the two finest levels; with init_points the refine decoder starts from the similarity
+#   peak of the finest level instead of the assigned query meta-point.
 _base_ = ['./metapoint_r50_4xb16_mp100-split1_1shot.py']
 
 data_root = 'data/synthetic_mp100_real'
@@ -25,8 +25,9 @@ model = dict(backbone=dict(type='TorchvisionResNet', depth=18, out_indices=(0, 1
              ref_decoder_layers=2,
              decoder_cfg=dict(dropout=0.0),
              enhancer_cfg=dict(ffn_dims=512, dropout=0.0),
-             aux_heatmap_cfg=dict(levels=(-1, -2), weight=1.0, temperature=0.1, sigma=1.0,
-                                  init_refine=True, init_radius=1))
+             similarity_aid=dict(type='SimilarityAid', levels=(-1, -2),
+                                 support_features='heatmap', weight=1.0, temperature=0.1,
+                                 sigma=1.0, init_points=True, init_radius=1))
 
 _train_pipeline = [
     dict(type='LoadImage'),
@@ -52,7 +53,7 @@ test_dataloader = dict(num_workers=0, persistent_workers=False,
 optim_wrapper = dict(optimizer=dict(type='Adam', lr=3e-4, weight_decay=0.0),
                      clip_grad=dict(max_norm=1.0),
                      paramwise_cfg=dict(custom_keys={'backbone': dict(lr_mult=3.0),
-                                                     'input_projs': dict(lr_mult=3.0)}))
+                                                     'neck': dict(lr_mult=3.0)}))
 # 70 categories x 16 episodes / 8 = 140 iterations per epoch
 train_cfg = dict(max_epochs=4, val_interval=4)
 param_scheduler = [

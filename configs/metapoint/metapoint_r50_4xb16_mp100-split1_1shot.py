@@ -26,7 +26,8 @@ model = dict(
     meta_decoder_layers=3,
     ref_decoder_layers=3,
     enhancer_cfg=dict(num_layers=3, num_heads=8, ffn_dims=2048, dropout=0.1),
-    loss_cfg=dict(l1=1.0, vp=0.1, vn=0.005, meta=0.1, ref=1.0, aux=0.1),
+    criterion=dict(type='MetaPointCriterion', l1=1.0, vp=0.1, vn=0.005, meta=0.1, ref=1.0,
+                   aux=0.1),
     max_kpt_num=max_kpt_num,
     data_preprocessor=dict(type='CAPEDataPreprocessor'))
 

@@ -83,6 +83,19 @@ class EpisodeBatch:
         """``[B, Q, ...]`` -> ``[B*Q, ...]`` (episode-major, the order of the query images)."""
         return value.flatten(0, 1)
 
+    def select_queries(self, index) -> 'EpisodeBatch':
+        """The same episodes with only the queries ``index`` of each (an int, slice or list of
+        query positions); supports are shared, not copied."""
+        if isinstance(index, int):
+            index = [index]
+        positions = list(range(self.num_queries))[index] if isinstance(index, slice) \
+            else list(index)
+        changes = {f.name: getattr(self, f.name)[:, positions] for f in fields(self)
+                   if f.name.startswith('query_') and f.name != 'query_metas'
+                   and getattr(self, f.name) is not None}
+        changes['query_metas'] = [[metas[i] for i in positions] for metas in self.query_metas]
+        return replace(self, **changes)
+
     def replace(self, **changes) -> 'EpisodeBatch':
         """A copy with some fields replaced (the others shared, not copied)."""
         return replace(self, **changes)

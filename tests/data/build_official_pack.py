@@ -1,27 +1,34 @@
 """Build the compressed official-output fixtures that the parity tests read (tests/data/official).
 
-The numbers come from the official MetaPoint / FMMP implementations (a fixture folder with
-``{metapoint,fmmp}_s1.{manifest.json,inputs.pt,outputs.pt,grads.pt}`` and ``functions.pt``; no
-official code, no checkpoint: the weights are rebuilt from a seeded rule, see
-``tests/helpers.py::rule_state_dict``). This script keeps only what the tests compare, stores the
-synthetic images once (both models were fed the same ones), keeps full gradients as per-tensor
-scaled float16 (the gradient tolerances are 1e-2 relative and looser), and writes one
-xz-compressed ``torch.save`` file per source file::
+The numbers come from the official MetaPoint / FMMP / CapeFormer implementations (a fixture
+folder with ``{metapoint,fmmp}_s1.{manifest.json,inputs.pt,outputs.pt,grads.pt}``,
+``capeformer_s1.{manifest.json,inputs.pt,outputs.pt}`` and ``functions.pt``; no official code, no
+checkpoint: the weights are rebuilt from a seeded rule, see ``tests/helpers.py::rule_state_dict``).
+This script keeps only what the tests compare, stores the synthetic images once (all models were
+fed the same ones), keeps full gradients as per-tensor scaled float16 (the gradient tolerances are
+1e-2 relative and looser), and writes one xz-compressed ``torch.save`` file per model::
 
     python tests/data/build_official_pack.py FIXTURE_DIR [--out tests/data/official]
 
 Every kept tensor is bit-identical to the source except the float16 gradients (relative error
 below 1e-3 of each tensor's max; ``tests/test_official_pack.py`` checks both when the source
-folder is available).
+folder is available). The CapeFormer inputs are not stored: they are the MetaPoint inputs with the
+keypoint axis zero-padded from 70 to 100 slots (checked bit for bit here; the pack records
+``inputs = {'padded_from': 'metapoint_s1', 'num_slots': 100}`` and
+``tests/helpers.py::load_official_fixture`` rebuilds them).
 """
 import argparse
 import hashlib
 import io
 import json
 import lzma
+import sys
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.helpers import first_difference, pad_keypoint_slots  # noqa: E402
 
 #: what the tests read from each source file ('a/b' = key b of entry a; a key keeps its subtree)
 KEEP = {
@@ -40,6 +47,17 @@ KEEP = {
         for key in ('decoder_embed', 'init_keypoint_embed', 'kpt_branch_delta', 'pred_points',
                     'query_order', 'support_embed', 'support_ref_pos')]
     + ['train/losses', 'train/pred_points'],
+    'capeformer_s1.outputs.pt': [
+        f'eval/{key}'
+        for key in ('pred_points', 'ref_points', 'proposals_local', 'proposals_global',
+                    'similarity_map', 'kpt_delta_ref', 'kpt_delta_out', 'support_pooled_c5',
+                    'support_tokens', 'query_feat_proj', 'order_pe', 'map_pe', 'debug_stats',
+                    'result')]
+    + [f'train/{key}'
+       for key in ('pred_points', 'ref_points', 'proposals_local', 'proposals_global',
+                   'similarity_map', 'kpt_delta_ref', 'kpt_delta_out', 'support_tokens',
+                   'debug_stats', 'losses', 'loss_total', 'acc_pose', 'grad_stats')]
+    + ['info'],
     'functions.pt': ['ms_deform_attn_core_pytorch', 'get_ref_feat', 'inverse_sigmoid',
                      'sine_positional_encoding', 'hypercfg', 'metapoint_losses',
                      'topdown_generate_target_msra_sigma2', 'fmmp_padding',
@@ -99,6 +117,25 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def pack_padded_run(src: Path, model: str, inputs_of: str, base_inputs: dict, out: Path) -> int:
+    """Pack a run whose inputs are ``inputs_of``'s (``base_inputs``, its full source inputs) with
+    more, zero keypoint slots: verify that bit for bit (images included) and store only the
+    manifest, the kept outputs and ``inputs = {'padded_from', 'num_slots'}``."""
+    inputs = torch.load(src / f'{model}.inputs.pt', map_location='cpu', weights_only=True)
+    num_slots = inputs['target_q'].shape[1]
+    rebuilt = pad_keypoint_slots(prune(base_inputs, KEEP[f'{inputs_of}.inputs.pt']), num_slots)
+    rebuilt.update(img_s=base_inputs['img_s'], img_q=base_inputs['img_q'])
+    diff = first_difference(rebuilt, inputs)
+    if diff:
+        raise ValueError(f'{model} inputs are not the {inputs_of} inputs padded to {num_slots} '
+                         f'slots (first difference: {diff}); pack them explicitly')
+    outputs = torch.load(src / f'{model}.outputs.pt', map_location='cpu', weights_only=True)
+    pack = dict(manifest=json.loads((src / f'{model}.manifest.json').read_text()),
+                inputs=dict(padded_from=inputs_of, num_slots=num_slots),
+                outputs=prune(outputs, KEEP[f'{model}.outputs.pt']))
+    return write_xz(pack, out / f'{model}.pt.xz')
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('src', type=Path, help='folder with the official fixture files')
@@ -129,6 +166,10 @@ def main(argv=None):
         for part in ('manifest.json', 'inputs.pt', 'outputs.pt', 'grads.pt'):
             if (args.src / f'{model}.{part}').is_file():
                 sources[f'{model}.{part}'] = sha256(args.src / f'{model}.{part}')
+    sizes['capeformer_s1.pt.xz'] = pack_padded_run(args.src, 'capeformer_s1', 'metapoint_s1',
+                                                   mp_in, args.out)
+    for part in ('manifest.json', 'inputs.pt', 'outputs.pt'):
+        sources[f'capeformer_s1.{part}'] = sha256(args.src / f'capeformer_s1.{part}')
     sizes['functions.pt.xz'] = write_xz(prune(load('functions.pt'), KEEP['functions.pt']),
                                         args.out / 'functions.pt.xz')
     sources['functions.pt'] = sha256(args.src / 'functions.pt')

@@ -2,4 +2,4 @@
 # supervised.
 _base_ = ['../fmmp_r50_1xb16_mp100-split1_1shot.py']
 
-model = dict(loss_cfg=dict(mix_weight=0.0))
+model = dict(criterion=dict(mix_weight=0.0))

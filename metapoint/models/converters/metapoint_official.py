@@ -10,7 +10,7 @@ METAPOINT_RULES = [
     (r'backbone\.(.+)', r'backbone.\1'),
     (r'meta_point_embed\.weight', r'meta_embedding.weight'),
     (r'meta_embed_proj\.(.+)', r'meta_embedding_proj.\1'),
-    (r'input_proj\.(\d+)\.(\d+)\.(weight|bias)', r'input_projs.projs.\1.\2.\3'),
+    (r'input_proj\.(\d+)\.(\d+)\.(weight|bias)', r'neck.projs.\1.\2.\3'),
     (r'skfeat_layer_proj\.(\d+)\.(weight|bias)', r'support_pooling.proj.\1.\2'),
     (r'enhance_sk_w_meta_proj\.(\d+)\.(weight|bias)', r'meta_fusion_proj.\1.\2'),
     (r'visible_head\.(\d+)\.(weight|bias)', r'visibility_head.\1.\2'),

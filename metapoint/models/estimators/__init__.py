@@ -1,6 +1,7 @@
 from .base import BaseCAPEEstimator
+from .capeformer import CapeFormer
 from .fmmp import FMMP
 from .metapoint import MetaPoint
 from .support_copy import SupportCopy
 
-__all__ = ['BaseCAPEEstimator', 'FMMP', 'MetaPoint', 'SupportCopy']
+__all__ = ['BaseCAPEEstimator', 'CapeFormer', 'FMMP', 'MetaPoint', 'SupportCopy']

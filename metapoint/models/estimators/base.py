@@ -43,6 +43,10 @@ class BaseCAPEEstimator(BaseModel):
 
     #: padded slot count the model was built for (None: any K)
     max_kpt_num: Optional[int] = None
+    #: image calls in training: False = one backbone call on all supports and queries (BatchNorm
+    #: statistics shared by the whole batch, FMMP); True = one call per image slot (each shot,
+    #: each query index) of batch B, as the official MetaPoint and CapeFormer code does
+    image_call_per_slot: bool = False
 
     def __init__(self, criterion: Optional[dict] = None, similarity_aid: Optional[dict] = None,
                  data_preprocessor: Optional[dict] = None,
@@ -99,12 +103,30 @@ class BaseCAPEEstimator(BaseModel):
         return self.neck(feats) if getattr(self, 'neck', None) is not None else list(feats)
 
     def extract_features(self, batch: EpisodeBatch) -> Tuple[Features, Features]:
-        """Support levels ``[B*S, ...]`` and query levels ``[B*Q, ...]`` from ONE call on all
-        images (in training, BatchNorm statistics are shared by supports and queries)."""
+        """Support levels ``[B*S, ...]`` and query levels ``[B*Q, ...]`` (episode-major).
+
+        With ``image_call_per_slot`` False: ONE call on all images (in training, BatchNorm
+        statistics are shared by supports and queries). With it True: supports and queries are
+        separate calls, and in training every image slot (shot s, query q) is its own call of
+        batch B, so BatchNorm statistics are per call as in the official code; at test time
+        (running statistics) each role goes through in one call.
+        """
+        if self.image_call_per_slot:
+            return self.slot_features(batch.support_imgs), self.slot_features(batch.query_imgs)
         n_support = batch.num_episodes * batch.num_shots
         feats = self.image_features(torch.cat([batch.support_imgs.flatten(0, 1),
                                                batch.query_imgs.flatten(0, 1)]))
         return [lv[:n_support] for lv in feats], [lv[n_support:] for lv in feats]
+
+    def slot_features(self, imgs: torch.Tensor) -> List[torch.Tensor]:
+        """imgs ``[B, N, 3, H, W]`` -> levels ``[B*N, C, h_l, w_l]`` (episode-major); in
+        training one :meth:`image_features` call per slot n (batch B), else one call."""
+        b, n = imgs.shape[:2]
+        if self.training and n > 1:
+            per_slot = [self.image_features(imgs[:, i]) for i in range(n)]
+            return [torch.stack([lv[i] for lv in per_slot], 1).flatten(0, 1)
+                    for i in range(len(per_slot[0]))]
+        return list(self.image_features(imgs.flatten(0, 1)))
 
     def encode_support(self, support_feats: Features, batch: EpisodeBatch) -> dict:
         """Support-only work, once per episode (default: nothing)."""

@@ -12,7 +12,7 @@ from .base import BaseCAPEEstimator
 class FMMP(BaseCAPEEstimator):
     """FMMP estimator (docs/methods.md, FMMP).
 
-    1. Backbone (stages 2-4) + :class:`TopDownPyramid` -> 3 levels, deepest first.
+    1. Backbone (stages 2-4) + :class:`LevelProjectionNeck` (top-down) -> 3 levels, deepest first.
     2. :class:`RecurrentFGSAPredictor` alternates support mining and query decoding; every layer
        predicts all K slots (real keypoints and padded ones, see ``KeypointPadding``).
     3. Prediction: last layer. Loss (training, :class:`FMMPCriterion`): per-layer L1 on real
@@ -26,7 +26,7 @@ class FMMP(BaseCAPEEstimator):
     Args:
         backbone: backbone config returning the stages the neck uses (ResNet ``out_indices``
             ``(1, 2, 3)``).
-        neck: :class:`TopDownPyramid` config (``in_channels`` filled from the backbone).
+        neck: :class:`LevelProjectionNeck` config (``in_channels`` filled from the backbone).
         predictor: :class:`RecurrentFGSAPredictor` config.
         criterion: the loss, :class:`FMMPCriterion` (``mix_weight`` 0.5, the weight of the
             padded-slot L1 term).
@@ -51,7 +51,8 @@ class FMMP(BaseCAPEEstimator):
         super().__init__(criterion=criterion, similarity_aid=similarity_aid,
                          data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.backbone = MODELS.build(backbone)
-        neck = dict(dict(type='TopDownPyramid', num_levels=3, out_channels=256), **(neck or {}))
+        neck = dict(dict(type='LevelProjectionNeck', num_levels=3, out_channels=256, top_down=True),
+                    **(neck or {}))
         neck.setdefault('in_channels', self.backbone.out_channels)
         self.neck = MODELS.build(neck)
         predictor = dict(dict(type='RecurrentFGSAPredictor'), **(predictor or {}))

@@ -12,7 +12,7 @@ from ..layers.joint_encoder import QueryMapEnhancer
 from ..layers.point_decoder import ProgressivePointDecoder
 from ..layers.positional_encoding import SinePositionalEncoding
 from ..layers.shot_fusion import visibility_weighted_shot_mean
-from ..necks import InputProjection
+from ..necks import LevelProjectionNeck
 from ..task_modules import MetaPointAssigner, gather_by_assignment
 from .base import BaseCAPEEstimator
 
@@ -34,7 +34,7 @@ class MetaPoint(BaseCAPEEstimator):
 
     Pipeline per episode (B episodes, S shots, Q queries, K slots, M meta-points, L layers):
 
-    1. Backbone + :class:`InputProjection` -> 3 levels (8x8, 16x16, 32x32 for 256 input).
+    1. Backbone + :class:`LevelProjectionNeck` (GroupNorm) -> 3 levels (8x8, 16x16, 32x32 for 256 input).
     2. Meta decoder: M learnable meta embeddings decoded on EVERY image (supports and queries)
        into meta-points [L, M, 2] and a visibility (2-way softmax, clamped to [0.01, 0.99]).
     3. :class:`MetaPointAssigner` matches the supports' meta-points to the support keypoints
@@ -101,8 +101,8 @@ class MetaPoint(BaseCAPEEstimator):
                              f"({meta_cfg['point_num']}) must be >= max_kpt_num")
 
         self.backbone = MODELS.build(backbone)
-        self.input_projs = InputProjection(self.backbone.out_channels,
-                                           arch_cfg['res_layer_num'], embed_dims)
+        self.neck = LevelProjectionNeck(self.backbone.out_channels, arch_cfg['res_layer_num'],
+                                        embed_dims, norm='gn')
         pe = SinePositionalEncoding(num_feats=embed_dims // 2, normalize=True)
         self.meta_embedding = nn.Embedding(meta_cfg['point_num'], meta_cfg['point_dim'])
         self.meta_embedding_proj = nn.Sequential()
@@ -140,23 +140,7 @@ class MetaPoint(BaseCAPEEstimator):
                                           mode=meta_cfg['asm_type'])
 
     # ------------------------------------------------------------------ template steps
-    def extract_maps(self, imgs: torch.Tensor) -> List[torch.Tensor]:
-        """imgs [B, N, 3, H, W] -> levels [B*N, C, H_l, W_l] (image-major order).
-
-        In training every image slot (shot / query) is its own backbone call of batch B, so
-        BatchNorm statistics are per call as in the official code; at test time (running stats)
-        all images go through in one call.
-        """
-        b, n = imgs.shape[:2]
-        if self.training and n > 1:
-            per_slot = [self.input_projs(self.backbone(imgs[:, i])) for i in range(n)]
-            return [torch.stack([lv[i] for lv in per_slot], 1).flatten(0, 1)
-                    for i in range(len(per_slot[0]))]
-        return self.input_projs(self.backbone(imgs.flatten(0, 1)))
-
-    def extract_features(self, batch: EpisodeBatch):
-        """Support and query pyramids, each its own backbone call (:meth:`extract_maps`)."""
-        return self.extract_maps(batch.support_imgs), self.extract_maps(batch.query_imgs)
+    image_call_per_slot = True  # official: one backbone call per shot / query in training
 
     def decode_meta_points(self, maps: List[torch.Tensor]):
         """Meta decoder on N images -> embeddings [N, M, C], points [N, L, M, 2], vis [N, M]."""

@@ -5,16 +5,16 @@ See docs/methods.md, FMMP mining layer.
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .ms_deform_attn import MultiScaleDeformableAttention
 from .structural_deform_attn import StructuralDeformableAttention, gather_structural_points
+from .transformer_bricks import PostNormLayer, SelfAttentionLayer, unmask_fully_masked_rows
 
 __all__ = ['FGSAMiningLayer']
 
 
-class FGSAMiningLayer(nn.Module):
+class FGSAMiningLayer(PostNormLayer):
     """One mining step of K keypoint embeddings on one image's feature pyramid.
 
     ``X = E + F_ref`` (F_ref: point features at the reference points, or none), then
@@ -52,9 +52,9 @@ class FGSAMiningLayer(nn.Module):
         ref_feat ``[N, K, C]`` or None.
         Returns ``[N, T, K, C]``.
 
-    State dict (official names): ``self_attn``, ``self_norm1``, ``self_linear1``,
-    ``self_linear2``, ``self_norm2``, ``deform_attn.*``, ``norm1``, ``linear1``, ``linear2``,
-    ``norm2``.
+    State dict: ``self_block.*`` (a :class:`SelfAttentionLayer`; official ``self_attn``,
+    ``self_norm1``, ``self_linear1``, ``self_linear2``, ``self_norm2``), ``deform_attn.*``,
+    ``norm1``, ``linear1``, ``linear2``, ``norm2``.
     """
 
     def __init__(self, embed_dims: int = 256, num_heads: int = 8, num_levels: int = 3,
@@ -65,15 +65,7 @@ class FGSAMiningLayer(nn.Module):
         self.side_heads = side_heads
         self.use_self_attn = self_attn
         if self_attn:
-            self.self_attn = nn.MultiheadAttention(embed_dims, num_heads, dropout=dropout,
-                                                   batch_first=True)
-            self.self_dropout1 = nn.Dropout(dropout)
-            self.self_norm1 = nn.LayerNorm(embed_dims)
-            self.self_linear1 = nn.Linear(embed_dims, ffn_dims)
-            self.self_dropout2 = nn.Dropout(dropout)
-            self.self_linear2 = nn.Linear(ffn_dims, embed_dims)
-            self.self_dropout3 = nn.Dropout(dropout)
-            self.self_norm2 = nn.LayerNorm(embed_dims)
+            self.self_block = SelfAttentionLayer(embed_dims, num_heads, ffn_dims, dropout)
         if side_heads > 0:
             self.deform_attn = StructuralDeformableAttention(
                 side_heads, embed_dims, num_heads, num_levels, num_points,
@@ -81,13 +73,7 @@ class FGSAMiningLayer(nn.Module):
         else:
             self.deform_attn = MultiScaleDeformableAttention(
                 embed_dims, num_heads, num_levels, num_points, use_cuda_kernel=use_cuda_kernel)
-        self.dropout1 = nn.Dropout(dropout)
-        self.norm1 = nn.LayerNorm(embed_dims)
-        self.linear1 = nn.Linear(embed_dims, ffn_dims)
-        self.dropout2 = nn.Dropout(dropout)
-        self.linear2 = nn.Linear(ffn_dims, embed_dims)
-        self.dropout3 = nn.Dropout(dropout)
-        self.norm2 = nn.LayerNorm(embed_dims)
+        self.build_post_norm(embed_dims, ffn_dims, dropout)
         self.init_weights()
 
     @torch.no_grad()
@@ -98,7 +84,7 @@ class FGSAMiningLayer(nn.Module):
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
         if self.use_self_attn:
-            self.self_attn._reset_parameters()
+            self.self_block.self_attn._reset_parameters()
         self.deform_attn.init_weights()
 
     def _self_attention(self, x: torch.Tensor, pos: torch.Tensor,
@@ -106,16 +92,10 @@ class FGSAMiningLayer(nn.Module):
         """x ``[N, T, K, C]``, pos ``[N, K, C]``, mask ``[N, K]`` -> ``[N, T, K, C]``."""
         n, t, k, c = x.shape
         if key_padding_mask is not None:
-            everything_masked = key_padding_mask.all(-1, keepdim=True)
-            key_padding_mask = key_padding_mask & ~everything_masked
+            key_padding_mask = unmask_fully_masked_rows(key_padding_mask)
             key_padding_mask = key_padding_mask[:, None].expand(n, t, k).reshape(n * t, k)
-        flat = x.reshape(n * t, k, c)
-        qk = (x + pos[:, None]).reshape(n * t, k, c)
-        attn = self.self_attn(qk, qk, flat, key_padding_mask=key_padding_mask,
-                              need_weights=False)[0]
-        flat = self.self_norm1(flat + self.self_dropout1(attn))
-        ffn = self.self_linear2(self.self_dropout2(F.relu(self.self_linear1(flat))))
-        return self.self_norm2(flat + self.self_dropout3(ffn)).view(n, t, k, c)
+        pos = pos[:, None].expand(n, t, k, c).reshape(n * t, k, c)
+        return self.self_block(x.reshape(n * t, k, c), pos, key_padding_mask).view(n, t, k, c)
 
     def forward(self, embed: torch.Tensor, order: torch.Tensor, ref_pos: torch.Tensor,
                 points: torch.Tensor, value: torch.Tensor, spatial_shapes: torch.Tensor,
@@ -144,6 +124,4 @@ class FGSAMiningLayer(nn.Module):
         else:
             refs = points[:, None].expand(n, t, k, 2).reshape(n, t * k, 2)
         attn = self.deform_attn(query, refs, value, spatial_shapes, level_start)
-        x = self.norm1(x + self.dropout1(attn.view(n, t, k, c)))
-        ffn = self.linear2(self.dropout2(F.relu(self.linear1(x))))
-        return self.norm2(x + self.dropout3(ffn))
+        return self.post_norm(x, attn.view(n, t, k, c))

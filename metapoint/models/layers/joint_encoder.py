@@ -1,39 +1,23 @@
 """CapeFormer-style joint encoder over query feature-map tokens and keypoint tokens."""
-from typing import Optional, Tuple
+from typing import Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from .transformer_bricks import SelfAttentionLayer
 
-class JointEncoderLayer(nn.Module):
-    """Post-norm transformer encoder layer that adds the positions to q, k AND v.
+
+class JointEncoderLayer(SelfAttentionLayer):
+    """Post-norm encoder layer that adds the positions to q, k AND v (CapeFormer's encoder).
 
     ``x <- x + pos; x <- LN(x + Drop(MHA(x, x, x))); x <- LN(x + Drop(FFN(x)))``: positions enter
-    the value and the residual and accumulate over layers (the CapeFormer encoder, intended).
+    the value and the residual and accumulate over layers (intended).
     Shapes: x, pos [N, T, C]; key_padding_mask [N, T] bool (True = ignored as a key).
     """
 
     def __init__(self, embed_dims: int = 256, num_heads: int = 8, ffn_dims: int = 2048,
                  dropout: float = 0.1) -> None:
-        super().__init__()
-        self.self_attn = nn.MultiheadAttention(embed_dims, num_heads, dropout=dropout,
-                                               batch_first=True)
-        self.linear1 = nn.Linear(embed_dims, ffn_dims)
-        self.linear2 = nn.Linear(ffn_dims, embed_dims)
-        self.norm1 = nn.LayerNorm(embed_dims)
-        self.norm2 = nn.LayerNorm(embed_dims)
-        self.dropout = nn.Dropout(dropout)
-        self.dropout1 = nn.Dropout(dropout)
-        self.dropout2 = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor, pos: torch.Tensor,
-                key_padding_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        x = x + pos
-        attn = self.self_attn(x, x, x, key_padding_mask=key_padding_mask, need_weights=False)[0]
-        x = self.norm1(x + self.dropout1(attn))
-        ffn = self.linear2(self.dropout(F.relu(self.linear1(x))))
-        return self.norm2(x + self.dropout2(ffn))
+        super().__init__(embed_dims, num_heads, ffn_dims, dropout, pos_in_value=True)
 
 
 class QueryMapEnhancer(nn.Module):

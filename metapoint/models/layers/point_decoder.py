@@ -3,12 +3,12 @@ import math
 from typing import List, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .mlp import TokenDecodeMLP
 from .ms_deform_attn import MultiScaleDeformableAttention, flatten_multilevel
 from .point_ops import inverse_sigmoid, sample_point_features
+from .transformer_bricks import PostNormLayer
 
 
 def grid_points(num_points: int, batch: int, device, dtype=torch.float32) -> torch.Tensor:
@@ -27,7 +27,7 @@ def grid_points(num_points: int, batch: int, device, dtype=torch.float32) -> tor
     return grid.unsqueeze(0).expand(batch, -1, -1)
 
 
-class PointDecoderLayer(nn.Module):
+class PointDecoderLayer(PostNormLayer):
     """One decoder step: [self-attention] -> [+ point features] -> deformable attention + FFN.
 
     Shapes: embeds [N, T, C], pos [N, T, C], points [N, T, 2] (normalised (x, y), the reference
@@ -51,13 +51,7 @@ class PointDecoderLayer(nn.Module):
         self.cross_attn = MultiScaleDeformableAttention(
             embed_dims=embed_dims, num_heads=num_heads, num_levels=num_levels,
             num_points=num_points, batch_first=True)
-        self.norm1 = nn.LayerNorm(embed_dims)
-        self.linear1 = nn.Linear(embed_dims, ffn_dims)
-        self.linear2 = nn.Linear(ffn_dims, embed_dims)
-        self.norm2 = nn.LayerNorm(embed_dims)
-        self.dropout1 = nn.Dropout(dropout)
-        self.dropout2 = nn.Dropout(dropout)
-        self.dropout3 = nn.Dropout(dropout)
+        self.build_post_norm(embed_dims, ffn_dims, dropout)
         self.point_head = TokenDecodeMLP(embed_dims, embed_dims)
 
     def forward(self, embeds, pos, points, values, spatial_shapes, level_start, maps, valid):
@@ -69,9 +63,7 @@ class PointDecoderLayer(nn.Module):
         if self.ref_feat:
             embeds = embeds + sample_point_features(maps, points) * valid
         attn = self.cross_attn(embeds + pos, points, values, spatial_shapes, level_start)
-        out = self.norm1(embeds + self.dropout1(attn))
-        out = self.norm2(out + self.dropout3(self.linear2(self.dropout2(F.relu(self.linear1(out))))))
-        out = out * valid
+        out = self.post_norm(embeds, attn) * valid
         new_points = (inverse_sigmoid(points) + self.point_head(out)).sigmoid()
         return out, new_points
 

@@ -1,4 +1,3 @@
-from .input_projection import InputProjection
-from .top_down_pyramid import TopDownPyramid
+from .level_projection import LevelProjectionNeck
 
-__all__ = ['InputProjection', 'TopDownPyramid']
+__all__ = ['LevelProjectionNeck']

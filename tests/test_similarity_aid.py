@@ -1,15 +1,16 @@
-"""The optional similarity-heatmap auxiliary loss of MetaPoint (``aux_heatmap_cfg``, default off)."""
+"""The optional similarity aid (``similarity_aid``, default off): its functions and its use by
+MetaPoint (FMMP's use is in test_fmmp_model.py)."""
 import math
 
 import pytest
 import torch
 from mmengine.config import Config
 
-from metapoint.models.losses import (keypoint_target_maps, pool_keypoint_features,
-                                     similarity_heatmap_loss, similarity_peak_points,
-                                     support_level_features)
+from metapoint.models.layers.keypoint_pooling import heatmap_pool
+from metapoint.models.layers.similarity_peaks import similarity_peak_points
+from metapoint.models.losses import keypoint_target_maps, similarity_heatmap_loss
 from metapoint.registry import MODELS
-from metapoint.utils import register_all_modules
+from metapoint.utils import UnknownConfigKeyError, register_all_modules
 from test_metapoint_configs import REPO, _batch
 
 
@@ -24,12 +25,12 @@ def test_keypoint_target_maps_peak_and_normalisation():
     assert divmod(int(t[0, 1].argmax()), 8) == (0, 0)
 
 
-def test_pool_keypoint_features_picks_the_heatmap_location():
+def test_heatmap_pool_picks_the_heatmap_location():
     feat = torch.randn(2, 5, 4, 4)
     hm = torch.zeros(2, 3, 4, 4)
     hm[0, 0, 1, 2] = 1.0
     hm[1, 2, 3, 0] = 2.0  # scale does not matter
-    out = pool_keypoint_features(feat, hm)
+    out = heatmap_pool(feat, hm)
     assert out.shape == (2, 3, 5)
     torch.testing.assert_close(out[0, 0], feat[0, :, 1, 2])
     torch.testing.assert_close(out[1, 2], feat[1, :, 3, 0])
@@ -78,23 +79,23 @@ def _model(aux):
         str(REPO / 'configs/metapoint/metapoint_r50_4xb16_mp100-split1_1shot.py'))
     cfg.model.backbone = dict(type='TorchvisionResNet', depth=18, out_indices=(0, 1, 2, 3))
     if aux is not None:
-        cfg.model.aux_heatmap_cfg = aux
+        cfg.model.similarity_aid = dict(type='SimilarityAid', **aux)
     torch.manual_seed(0)
     return MODELS.build(cfg.model)
 
 
 def test_metapoint_default_has_no_aux_loss_and_aux_adds_only_a_loss():
     base, aux = _model(None), _model(dict(levels=(-1, -2), weight=0.5))
-    assert base.aux_heatmap_cfg is None
+    assert base.similarity_aid is None
     # no parameters added: the same state dict loads both ways, predictions are identical
     assert base.state_dict().keys() == aux.state_dict().keys()
     aux.load_state_dict(base.state_dict())
-    inputs, samples = _batch(1, queries=2)
+    batch = _batch(1, queries=2)
     base.train(), aux.train()
     torch.manual_seed(1)
-    l_base = base.loss(inputs, samples)
+    l_base = base.loss(batch)
     torch.manual_seed(1)
-    l_aux = aux.loss(inputs, samples)
+    l_aux = aux.loss(batch)
     assert not any(k.startswith('loss_sim') for k in l_base)
     assert set(l_aux) - set(l_base) == {'loss_sim0', 'loss_sim1'}
     for k, v in l_base.items():
@@ -105,15 +106,17 @@ def test_metapoint_default_has_no_aux_loss_and_aux_adds_only_a_loss():
     assert aux.backbone.conv1.weight.grad.abs().sum() > 0
     base.eval(), aux.eval()
     with torch.no_grad():
-        torch.testing.assert_close(aux(inputs, samples, mode='tensor'),
-                                   base(inputs, samples, mode='tensor'))
+        torch.testing.assert_close(aux(batch, mode='tensor'), base(batch, mode='tensor'))
 
 
-def test_metapoint_aux_cfg_is_validated():
-    with pytest.raises(ValueError, match='unknown key'):
+def test_similarity_aid_cfg_is_validated():
+    with pytest.raises(UnknownConfigKeyError, match="unknown key.*'level'"):
         _model(dict(level=-1))
+    with pytest.raises(ValueError, match='support_features'):
+        _model(dict(support_features='mean'))
+    model = _model(dict(levels=(3,)))
     with pytest.raises(ValueError, match='outside'):
-        _model(dict(levels=(3,)))
+        model.loss(_batch(1, queries=1))
 
 
 def test_similarity_peak_points_find_the_matching_cell():
@@ -128,14 +131,15 @@ def test_similarity_peak_points_find_the_matching_cell():
                                torch.tensor([[[2.0 / 4, 1.5 / 4]]]), atol=1e-4, rtol=0)
 
 
-def test_metapoint_init_refine_starts_the_refine_decoder_at_the_similarity_peaks():
-    model = _model(dict(levels=(-1,), init_refine=True))
+def test_metapoint_init_points_start_the_refine_decoder_at_the_similarity_peaks():
+    model = _model(dict(levels=(-1,), init_points=True))
     model.eval()
-    inputs, samples = _batch(1, queries=2)
+    batch = _batch(1, queries=2)
     with torch.no_grad():
-        out = model.forward_episode(inputs, samples)
-        feats = support_level_features(out['support_maps'][-1], samples['support_heatmaps'],
-                                       samples['support_keypoint_weights'], 2)
+        out = model.run_episode(batch)
+        support_maps, _ = model.extract_features(batch)
+        feats = heatmap_pool(support_maps[-1], batch.support_heatmaps.flatten(0, 1))
+        feats = feats.view(1, 1, 70, -1).expand(1, 2, 70, -1).flatten(0, 1)  # 1 shot, 2 queries
         peaks = similarity_peak_points(feats, out['query_maps'][-1], temperature=0.1)
     gate = out['gate']
     assert gate.any() and (~gate).any()
@@ -145,5 +149,5 @@ def test_metapoint_init_refine_starts_the_refine_decoder_at_the_similarity_peaks
     plain.load_state_dict(model.state_dict())
     plain.eval()
     with torch.no_grad():
-        ref = plain.forward_episode(inputs, samples)['ref_init_points']
+        ref = plain.run_episode(batch)['ref_init_points']
     assert not torch.allclose(ref[gate], peaks[gate])
