@@ -44,17 +44,7 @@ def _batch(b=2, s=1, q=1, seed=0, hidden=((0, 0, 6), (0, 0, 7))):
 
 def _episode(batch, b, q):
     """Episode b with only its query q (supports unchanged)."""
-    pick = dict(query_imgs=batch.query_imgs[b:b + 1, q:q + 1],
-                query_keypoints=batch.query_keypoints[b:b + 1, q:q + 1],
-                query_keypoints_visible=batch.query_keypoints_visible[b:b + 1, q:q + 1],
-                query_keypoint_weights=batch.query_keypoint_weights[b:b + 1, q:q + 1],
-                query_heatmaps=batch.query_heatmaps[b:b + 1, q:q + 1],
-                query_metas=[batch.query_metas[b][q:q + 1]])
-    for name in ('support_imgs', 'support_keypoints', 'support_keypoints_visible',
-                 'support_keypoint_weights', 'support_heatmaps', 'num_kpts', 'category_id'):
-        pick[name] = getattr(batch, name)[b:b + 1]
-    return batch.replace(support_metas=[batch.support_metas[b]], skeleton=batch.skeleton[b:b + 1],
-                         **pick)
+    return batch.select_episodes(b).select_queries(q)
 
 
 def test_five_shot_multi_query_train_and_predict():

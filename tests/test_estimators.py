@@ -101,6 +101,11 @@ def test_episode_batch_checks_shapes_and_moves_tensors_only():
         batch.replace(support_keypoint_weights=torch.ones(2, 2, 3))
     per_query = batch.per_query(torch.arange(2))
     assert per_query.tolist() == [0, 0, 0, 1, 1, 1]
+    one = batch.select_episodes([1]).select_queries(slice(1, 3))
+    assert (one.num_episodes, one.num_shots, one.num_queries) == (1, 2, 2)
+    assert torch.equal(one.query_keypoints, batch.query_keypoints[1:2, 1:3])
+    assert one.query_metas == [batch.query_metas[1][1:3]]
+    assert torch.equal(one.category_id, batch.category_id[1:2])
     moved = batch.to('cpu')
     assert moved.query_metas is batch.query_metas
     with pytest.raises(TypeError, match='unknown field'):

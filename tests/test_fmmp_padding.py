@@ -185,10 +185,10 @@ def test_structural_neighbours_and_collate():
         for inst in ep['supports'] + ep['queries']:
             inst['img'] = torch.zeros(3, 4, 4, dtype=torch.uint8)
         eps.append(ep)
-    batch = episode_collate(eps)['data_samples']
-    assert batch['support_neighbour_idx'].shape == (2, 2, K, 16)
-    assert batch['query_neighbour_idx'].shape == (2, 1, K, 16)
-    assert batch['support_neighbour_idx'].dtype == torch.long
+    batch = episode_collate(eps)['inputs']
+    assert batch.support_neighbour_idx.shape == (2, 2, K, 16)
+    assert batch.query_neighbour_idx.shape == (2, 1, K, 16)
+    assert batch.support_neighbour_idx.dtype == torch.long
 
 
 # ------------------------------------------------------------------ real mini dataset
@@ -231,5 +231,5 @@ def test_mini_dataset_eqdiv_episode():
             assert [a, slots[0]] in links and [slots[-1], b] in links
             n_links_checked += 1
     assert n_links_checked > 0
-    batch = episode_collate([ep])['data_samples']
-    assert batch['support_neighbour_idx'].shape == (1, 1, 70, 16)
+    batch = episode_collate([ep])['inputs']
+    assert batch.support_neighbour_idx.shape == (1, 1, 70, 16)

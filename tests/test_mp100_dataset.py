@@ -299,8 +299,7 @@ def test_mini_counts():
 def test_mini_pipeline_and_collate(mini_test_packed):
     ds, episodes = mini_test_packed
     assert len(episodes) == 12
-    batch = episode_collate(episodes)
-    inputs, samples = batch['inputs'], batch['data_samples']
+    batch = episode_collate(episodes)['inputs']
     B, K = 12, 106
     expect = {
         'support_imgs': ((B, 1, 3, INPUT, INPUT), torch.uint8),
@@ -314,25 +313,25 @@ def test_mini_pipeline_and_collate(mini_test_packed):
     expect['num_kpts'] = ((B, ), torch.long)
     expect['category_id'] = ((B, ), torch.long)
     for key, (shape, dtype) in expect.items():
-        t = inputs[key] if key in inputs else samples[key]
+        t = getattr(batch, key)
         assert (tuple(t.shape), t.dtype) == (shape, dtype), key
-    assert samples['category_id'].tolist() == MINI_TEST
-    assert samples['num_kpts'].tolist() == [MINI_TABLE[c][0] for c in MINI_TEST]
-    assert isinstance(samples['skeleton'], list) and len(samples['skeleton']) == B
-    for c, sk in zip(MINI_TEST, samples['skeleton']):
+    assert batch.category_id.tolist() == MINI_TEST
+    assert batch.num_kpts.tolist() == [MINI_TABLE[c][0] for c in MINI_TEST]
+    assert isinstance(batch.skeleton, list) and len(batch.skeleton) == B
+    for c, sk in zip(MINI_TEST, batch.skeleton):
         assert sk.dtype == torch.long and tuple(sk.shape) == (MINI_TABLE[c][1], 2)
         assert sk.tolist() == ds.categories[c].skeleton
     for role in ('support', 'query'):
-        metas = samples[f'{role}_metas']
+        metas = getattr(batch, f'{role}_metas')
         assert len(metas) == B and all(len(m) == 1 for m in metas)
         assert [m[0]['category_id'] for m in metas] == MINI_TEST
         assert all(m[0]['input_size'] == (INPUT, INPUT) for m in metas)
-        assert inputs[f'{role}_imgs'].float().std() > 10  # real pixels, not an empty crop
+        assert getattr(batch, f'{role}_imgs').float().std() > 10  # real pixels, not empty
 
-        kpts = samples[f'{role}_keypoints']
-        vis = samples[f'{role}_keypoints_visible']
-        w = samples[f'{role}_keypoint_weights']
-        n_kpts = samples['num_kpts']
+        kpts = getattr(batch, f'{role}_keypoints')
+        vis = getattr(batch, f'{role}_keypoints_visible')
+        w = getattr(batch, f'{role}_keypoint_weights')
+        n_kpts = batch.num_kpts
         slot = torch.arange(K)[None, None, :]
         real = slot < n_kpts[:, None, None]
         assert torch.all(vis[~real] == 0) and torch.all(w[~real] == 0)
@@ -345,7 +344,7 @@ def test_mini_pipeline_and_collate(mini_test_packed):
         assert torch.equal(w, vis)
 
         # heatmap peak at the keypoint: argmax within 1 heatmap pixel of keypoint * 64 / 256
-        hms = samples[f'{role}_heatmaps']
+        hms = getattr(batch, f'{role}_heatmaps')
         assert torch.all(hms[~real] == 0)
         b_idx, s_idx, k_idx = torch.nonzero(w > 0, as_tuple=True)
         maps = hms[b_idx, s_idx, k_idx].flatten(1)

@@ -83,6 +83,21 @@ class EpisodeBatch:
         """``[B, Q, ...]`` -> ``[B*Q, ...]`` (episode-major, the order of the query images)."""
         return value.flatten(0, 1)
 
+    def select_episodes(self, index) -> 'EpisodeBatch':
+        """Only the episodes ``index`` (an int, slice or list of episode positions)."""
+        if isinstance(index, int):
+            index = [index]
+        positions = list(range(self.num_episodes))[index] if isinstance(index, slice) \
+            else list(index)
+        changes = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, torch.Tensor):
+                changes[f.name] = value[positions]
+            elif isinstance(value, list):
+                changes[f.name] = [value[i] for i in positions]
+        return replace(self, **changes)
+
     def select_queries(self, index) -> 'EpisodeBatch':
         """The same episodes with only the queries ``index`` of each (an int, slice or list of
         query positions); supports are shared, not copied."""

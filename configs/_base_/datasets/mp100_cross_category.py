@@ -1,7 +1,7 @@
 # MP-100 cross-super-category splits (leave one super-category out; the POMNet / CapeFormer
 # protocol). Data only: the configs under configs/{capeformer,metapoint,fmmp}/cross_category/
-# inherit this file next to their model's split-1 1-shot config and read one entry with
-# {{_base_.mp100_cross_category.<split>.<key>}}.
+# inherit this file next to their model's split-1 1-shot config and take the dataset overrides
+# of one entry: {{_base_.mp100_cross_category.<split>.{train,val,test}_dataset}}.
 #
 # The official category lists are not published (CapeFormer ships only the file names
 # cross_category_annotations/fewshot_{train,test}_<split>.json). These are derived from the
@@ -22,9 +22,15 @@
 def _split(name, test, test_episodes):
     """test: {category id: MP-100 category name}."""
     ids = sorted(test)
-    return dict(name=name, test_ids=ids, test_names=[test[i] for i in ids],
-                train_ids=[i for i in range(1, 101) if i not in test],
-                num_shots=1, num_queries=15, test_episodes=test_episodes, val_episodes=200)
+    train_ids = [i for i in range(1, 101) if i not in test]
+    # the dataset overrides a config applies: category lists on the unified file, 1 shot
+    select = dict(split=None, subset=None, num_shots=1)
+    evaluate = dict(select, valid_class_ids=ids, num_queries=15)
+    return dict(name=name, test_ids=ids, test_names=[test[i] for i in ids], train_ids=train_ids,
+                num_shots=1, num_queries=15, test_episodes=test_episodes, val_episodes=200,
+                train_dataset=dict(select, valid_class_ids=train_ids),
+                val_dataset=dict(evaluate, num_episodes=200),
+                test_dataset=dict(evaluate, num_episodes=test_episodes))
 
 
 mp100_cross_category = dict(

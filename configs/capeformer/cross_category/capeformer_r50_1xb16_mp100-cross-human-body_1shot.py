@@ -9,15 +9,8 @@ _base_ = [
     '../../_base_/datasets/mp100_cross_category.py',
 ]
 
-_train = dict(split=None, subset=None, num_shots=1,
-              valid_class_ids={{_base_.mp100_cross_category.human_body.train_ids}})
-_eval = dict(split=None, subset=None, num_shots=1,
-             valid_class_ids={{_base_.mp100_cross_category.human_body.test_ids}},
-             num_queries={{_base_.mp100_cross_category.human_body.num_queries}})
-train_dataloader = dict(dataset=_train)
-val_dataloader = dict(
-    dataset=dict(_eval, num_episodes={{_base_.mp100_cross_category.human_body.val_episodes}}))
-test_dataloader = dict(
-    dataset=dict(_eval, num_episodes={{_base_.mp100_cross_category.human_body.test_episodes}}))
+train_dataloader = dict(dataset={{_base_.mp100_cross_category.human_body.train_dataset}})
+val_dataloader = dict(dataset={{_base_.mp100_cross_category.human_body.val_dataset}})
+test_dataloader = dict(dataset={{_base_.mp100_cross_category.human_body.test_dataset}})
 # the official cross-category configs validate (on the test categories) every 10 epochs
 train_cfg = dict(val_interval=10)

@@ -9,13 +9,6 @@ _base_ = [
     '../../_base_/datasets/mp100_cross_category.py',
 ]
 
-_train = dict(split=None, subset=None, num_shots=1,
-              valid_class_ids={{_base_.mp100_cross_category.human_face.train_ids}})
-_eval = dict(split=None, subset=None, num_shots=1,
-             valid_class_ids={{_base_.mp100_cross_category.human_face.test_ids}},
-             num_queries={{_base_.mp100_cross_category.human_face.num_queries}})
-train_dataloader = dict(dataset=_train)
-val_dataloader = dict(
-    dataset=dict(_eval, num_episodes={{_base_.mp100_cross_category.human_face.val_episodes}}))
-test_dataloader = dict(
-    dataset=dict(_eval, num_episodes={{_base_.mp100_cross_category.human_face.test_episodes}}))
+train_dataloader = dict(dataset={{_base_.mp100_cross_category.human_face.train_dataset}})
+val_dataloader = dict(dataset={{_base_.mp100_cross_category.human_face.val_dataset}})
+test_dataloader = dict(dataset={{_base_.mp100_cross_category.human_face.test_dataset}})

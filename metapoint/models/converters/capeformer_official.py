@@ -12,8 +12,9 @@ rule-built test fixtures draw them independently on purpose). Checkpoints of a m
 
 Official head names are kept where they mean the same thing; the renamed ones:
 ``keypoint_head.query_proj`` (projects SUPPORT keypoint features) -> ``support_proj``,
-``support_embedding`` -> ``order_embedding``, ``transformer.encoder.layers`` ->
-``encoder_layers``, decoder layer ``multihead_attn`` / ``choker`` -> ``cross_attn`` /
+``support_embedding`` -> ``order_embedding``, ``input_proj`` and
+``transformer.encoder.layers`` -> ``encoder.input_proj`` and ``encoder.layers`` (the shared
+:class:`JointEncoder`), decoder layer ``multihead_attn`` / ``choker`` -> ``cross_attn`` /
 ``cross_attn_proj`` and ``norm1`` / ``norm2`` / ``norm3`` -> ``self_attn_norm`` / ``norm1`` /
 ``norm2`` (the shared post-norm tail), ``kpt_branch`` -> ``decoder.point_heads``.
 """
@@ -27,11 +28,11 @@ _HEAD = r'keypoint_head\.'
 _DEC = _HEAD + r'transformer\.decoder\.'
 CAPEFORMER_RULES = [
     (r'encoder_query\.(.+)', r'backbone.\1'),
-    (_HEAD + r'input_proj\.(weight|bias)', r'input_proj.\1'),
+    (_HEAD + r'input_proj\.(weight|bias)', r'encoder.input_proj.\1'),
     (_HEAD + r'query_proj\.(weight|bias)', r'support_proj.\1'),
     (_HEAD + r'support_embedding\.weight', r'order_embedding.weight'),
     (_HEAD + r'kpt_branch\.(\d+)\.mlp\.(\d+)\.(weight|bias)', r'decoder.point_heads.\1.mlp.\2.\3'),
-    (_HEAD + r'transformer\.encoder\.layers\.(\d+)\.(.+)', r'encoder_layers.\1.\2'),
+    (_HEAD + r'transformer\.encoder\.layers\.(\d+)\.(.+)', r'encoder.layers.\1.\2'),
     (_HEAD + r'transformer\.proposal_generator\.(.+)', r'proposal_generator.\1'),
     (_DEC + r'layers\.(\d+)\.multihead_attn\.(.+)', r'decoder.layers.\1.cross_attn.\2'),
     (_DEC + r'layers\.(\d+)\.choker\.(weight|bias)', r'decoder.layers.\1.cross_attn_proj.\2'),

@@ -7,10 +7,11 @@ from torch import nn
 from metapoint.registry import MODELS
 from metapoint.structures import EpisodeBatch
 from metapoint.utils.config_checks import merge_options
-from ..layers.joint_encoder import JointEncoderLayer
+from ..layers.joint_encoder import JointEncoder
 from ..layers.keypoint_pooling import heatmap_pool
 from ..layers.positional_encoding import SinePositionalEncoding
 from ..layers.refine_decoder import RefineDecoder
+from ..layers.shot_fusion import visibility_weighted_shot_mean
 from ..layers.similarity_proposal import SimilarityProposalGenerator
 from .base import BaseCAPEEstimator
 
@@ -19,7 +20,8 @@ ORDER_EMBEDDINGS = ('fixed', 'learned')
 
 @MODELS.register_module()
 class CapeFormer(BaseCAPEEstimator):
-    """CapeFormer estimator (METHODS §2; official ``TransformerPoseTwoStage`` + ``TwoStageHead``).
+    """CapeFormer estimator (docs/methods.md, CapeFormer; official ``TransformerPoseTwoStage`` +
+    ``TwoStageHead``).
 
     Shapes: B episodes, S shots, Q queries, K slots (``max_kpt_num``), C = ``embed_dims``,
     h x w the C5 grid (8 x 8 for 256 input), L decoder layers; N = B*Q. Points are normalised
@@ -29,11 +31,11 @@ class CapeFormer(BaseCAPEEstimator):
        Official: one backbone call per support shot and one for the queries (BatchNorm
        statistics per call in training), shared weights.
     2. Support (once per episode): raw C5 heatmap-pooled per keypoint (:func:`heatmap_pool`),
-       averaged over the shots, times the support mask ``m_k = prod_s w^s_k`` (co-visibility,
+       averaged over the shots (:func:`visibility_weighted_shot_mean`), times the support mask ``m_k = prod_s w^s_k`` (co-visibility,
        CF2), then ``support_proj`` (Linear 2048 -> C): tokens ``[B, K, C]`` (masked slots hold
        the bias).
-    3. Queries (all N at once): ``input_proj`` (Conv1x1 2048 -> C) of the query C5; a joint
-       encoder (:class:`JointEncoderLayer`, positions added to every layer's input, CF3) over
+    3. Queries (all N at once): :class:`JointEncoder` (Conv1x1 2048 -> C of the query C5, then
+       joint self-attention with positions added to every layer's input) over
        ``[map tokens (h*w); support tokens (K)]`` with positions ``[map PE; order PE]``, masked
        slots ignored as keys.
     4. :class:`SimilarityProposalGenerator`: similarity map and global / local soft-argmax
@@ -92,15 +94,11 @@ class CapeFormer(BaseCAPEEstimator):
         self.max_kpt_num = max_kpt_num
         self.backbone = MODELS.build(backbone)
         in_channels = self.backbone.out_channels[-1]
-        self.input_proj = nn.Conv2d(in_channels, embed_dims, kernel_size=1)
-        self.support_proj = nn.Linear(in_channels, embed_dims)
         self.pe = SinePositionalEncoding(num_feats=embed_dims // 2, normalize=True)
+        self.encoder = JointEncoder(self.pe, embed_dims, in_channels=in_channels, **encoder_cfg)
+        self.support_proj = nn.Linear(in_channels, embed_dims)
         self.order_embedding = nn.Embedding(max_kpt_num, embed_dims) \
             if order_embedding == 'learned' else None
-        self.encoder_layers = nn.ModuleList(
-            JointEncoderLayer(embed_dims, encoder_cfg['num_heads'], encoder_cfg['ffn_dims'],
-                              encoder_cfg['dropout'])
-            for _ in range(encoder_cfg['num_layers']))
         self.proposal_generator = SimilarityProposalGenerator(embed_dims, **proposal_cfg)
         self.decoder = RefineDecoder(self.pe, **decoder_cfg, embed_dims=embed_dims)
         self.init_head_weights()
@@ -124,10 +122,11 @@ class CapeFormer(BaseCAPEEstimator):
             nn.init.zeros_(head.mlp[-1].bias)
 
     # ------------------------------------------------------------------ template steps
-    def order_pe(self, num_slots: int, batch: int, device) -> torch.Tensor:
-        """Order embedding of the K slots ``[batch, K, C]`` (fixed sine or learned)."""
+    def order_pe(self, num_slots: int, batch: int, device) -> Optional[torch.Tensor]:
+        """Order embedding of the K slots ``[batch, K, C]``: learned, or None for the fixed
+        sine order PE (the encoder's default)."""
         if self.order_embedding is None:
-            return self.pe.order_pe(num_slots, batch, device)
+            return None
         return self.order_embedding.weight[:num_slots][None].expand(batch, -1, -1)
 
     def encode_support(self, support_feats: List[torch.Tensor], batch: EpisodeBatch) -> dict:
@@ -139,9 +138,13 @@ class CapeFormer(BaseCAPEEstimator):
                            'heatmaps, but EpisodeBatch.support_heatmaps is None: add '
                            'GenerateCAPETarget (with_heatmap=True) to the pipeline')
         b, s, k = batch.support_keypoint_weights.shape
+        weights = batch.support_keypoint_weights
         pooled = heatmap_pool(support_feats[-1], batch.support_heatmaps.flatten(0, 1))
-        mask = batch.support_keypoint_weights.prod(1).to(pooled.dtype)  # [B, K]
-        pooled = pooled.view(b, s, k, -1).mean(1) * mask[..., None]
+        mask = weights.prod(1).to(pooled.dtype)  # [B, K]
+        # official: the plain shot mean times the mask; with 0/1 weights the visibility-weighted
+        # mean is the same wherever the mask is 1
+        pooled = visibility_weighted_shot_mean(pooled.view(b, s, k, -1), weights > 0, floor=1) \
+            * mask[..., None]
         return dict(pooled=pooled, tokens=self.support_proj(pooled), mask=mask)
 
     def decode_queries(self, query_feats: List[torch.Tensor], support: dict,
@@ -158,23 +161,15 @@ class CapeFormer(BaseCAPEEstimator):
         ``[N, h*w, C]`` and ``query_maps`` (the backbone levels).
         """
         rep = batch.per_query
-        feat = self.input_proj(query_feats[-1])  # [N, C, h, w]
-        n, _, h, w = feat.shape
         mask = rep(support['mask'])
         covisible = mask > 0
         tokens = rep(support['tokens'])
-        k = tokens.shape[1]
-        map_pe = self.pe.map_pe(h, w, n, feat.device).flatten(2).transpose(1, 2).to(feat.dtype)
-        order_pe = self.order_pe(k, n, feat.device).to(feat.dtype)
-        x = torch.cat([feat.flatten(2).transpose(1, 2), tokens], 1)
-        pos = torch.cat([map_pe, order_pe], 1)
-        key_mask = torch.cat([covisible.new_zeros(n, h * w), ~covisible], 1)
-        encoder_out = []
-        for layer in self.encoder_layers:
-            x = layer(x, pos, key_mask)
-            encoder_out.append(x)
-        memory, refined = x[:, :h * w], x[:, h * w:]
-        proposals = self.proposal_generator(memory, refined, (h, w))
+        n, k = tokens.shape[:2]
+        enc = self.encoder(query_feats[-1], tokens, ~covisible,
+                           order_pos=self.order_pe(k, n, tokens.device))
+        memory, refined = enc['map_tokens'], enc['keypoint_tokens']
+        feat, map_pe, order_pe = enc['projected_map'], enc['map_pos'], enc['order_pos']
+        proposals = self.proposal_generator(memory, refined, feat.shape[-2:])
         start = proposals['proposals_local']
         if init_points is not None:
             start = torch.where(covisible[..., None], init_points.to(start.dtype), start)
@@ -185,7 +180,7 @@ class CapeFormer(BaseCAPEEstimator):
                     proposals_local=proposals['proposals_local'],
                     proposals_global=proposals['proposals_global'],
                     similarity_map=proposals['similarity'],
-                    encoder_layer_out=torch.stack(encoder_out, 1), query_feat_proj=feat,
+                    encoder_layer_out=enc['layer_outputs'], query_feat_proj=feat,
                     support_tokens=tokens, support_pooled=rep(support['pooled']),
                     support_mask=mask, support_covisible=covisible, order_pe=order_pe,
                     map_pe=map_pe, query_maps=query_feats)

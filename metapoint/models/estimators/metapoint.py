@@ -8,7 +8,7 @@ from metapoint.registry import MODELS
 from metapoint.structures import EpisodeBatch
 from metapoint.utils.config_checks import merge_options
 from ..heads import HeatmapKeypointPooling
-from ..layers.joint_encoder import QueryMapEnhancer
+from ..layers.joint_encoder import JointEncoder
 from ..layers.point_decoder import ProgressivePointDecoder
 from ..layers.positional_encoding import SinePositionalEncoding
 from ..layers.shot_fusion import visibility_weighted_shot_mean
@@ -40,7 +40,7 @@ class MetaPoint(BaseCAPEEstimator):
     3. :class:`MetaPointAssigner` matches the supports' meta-points to the support keypoints
        (once per episode) -> slot k takes meta-point m(k).
     4. Support keypoint tokens pooled from heatmaps, fused over shots, refined jointly with the
-       query map (:class:`QueryMapEnhancer`), fused with the assigned query / support meta
+       query map (:class:`JointEncoder`), fused with the assigned query / support meta
        embeddings ('cat-qs').
     5. Refine decoder starts from the query's assigned last-layer meta-points; its last layer is
        the prediction.
@@ -126,7 +126,7 @@ class MetaPoint(BaseCAPEEstimator):
                                              nn.ReLU(), nn.Linear(embed_dims, 2))
         self.support_pooling = HeatmapKeypointPooling(embed_dims, arch_cfg['skfeat_layer_num'],
                                                       arch_cfg['skfeat_layer_fusion'])
-        self.query_enhancer = QueryMapEnhancer(
+        self.query_enhancer = JointEncoder(
             pe, embed_dims, enhancer_cfg['num_heads'], enhancer_cfg['num_layers'],
             enhancer_cfg['ffn_dims'], enhancer_cfg['dropout']) \
             if arch_cfg['enhance_sk_on_q'] else None
@@ -189,7 +189,7 @@ class MetaPoint(BaseCAPEEstimator):
         sk_q = rep(support['keypoint_feats'])
         sk_mask = ~rep(s_covis)
         if self.query_enhancer is not None:
-            sk_q = self.query_enhancer(q_maps[0], sk_q, sk_mask)[0]
+            sk_q = self.query_enhancer(q_maps[0], sk_q, sk_mask)['keypoint_tokens']
         parts = [sk_q]
         if 'q' in self.enhance_sources:
             parts.append(gather_by_assignment(q_embed, m2k, gate))

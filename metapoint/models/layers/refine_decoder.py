@@ -61,7 +61,7 @@ class RefineDecoderLayer(PostNormLayer):
 
 class RefineDecoder(nn.Module):
     """L :class:`RefineDecoderLayer` s moving every keypoint from its proposal (CapeFormer
-    stage 2, METHODS §2, quirks CF5 / CF6).
+    stage 2, docs/methods.md; official quirks CF5 / CF6).
 
     Layer l (reference ``c_l``, ``c_0`` = the detached proposal ``p0``):
 

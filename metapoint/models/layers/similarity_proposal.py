@@ -30,7 +30,7 @@ def soft_argmax(probs: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 class SimilarityProposalGenerator(nn.Module):
     """Similarity between support keypoint tokens and query-map tokens, and two soft-argmax
-    proposals per keypoint (CapeFormer stage 1, METHODS §2 / quirk CF4).
+    proposals per keypoint (CapeFormer stage 1, docs/methods.md; official quirk CF4).
 
     * ``A = support_proj(T)``, ``Q = query_proj(M)``;
     * dynamic re-weighting ``A' = (tanh(dynamic_proj(A)) + 1) * A`` with
