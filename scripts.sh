@@ -21,7 +21,7 @@
 #                protocol (the MetaPoint / FMMP test episodes)
 #   metapoint-cpu      the CPU learning check on the synthetic real-pose set (~16 min + 6 min test)
 #   fmmp-cpu [mixup|zero|both]  FMMP CPU learning check (mixup vs zero padding, 2 threads each)
-#   capeformer-cpu     the CapeFormer CPU learning check (same data and budget as metapoint-cpu)
+#   capeformer-cpu     the CapeFormer CPU learning check (~11 min training + 3 min test, 2 threads)
 #   <model>-cross <split|all> [gpus]   cross-super-category split (human-body, human-face,
 #                vehicle, furniture; docs/cross_category.md) of metapoint, fmmp or capeformer:
 #                train, then test the final checkpoint (val = test categories)
@@ -189,27 +189,29 @@ model_ablations() {
   done
 }
 
-metapoint_cpu() {
+# cpu_check <work dir> <config> <final epoch> <threads> [train.py args]: a CPU learning check on
+# the synthetic real-pose set (rendered first when missing): train, then test the final checkpoint
+cpu_check() {
+  local work=$1 cfg=$2 epoch=$3 threads=$4
+  shift 4
   [ -f "$SYNTH_REAL_DIR/annotations/unified_ann_file.json" ] || synthetic_real "$SYNTH_REAL_DIR"
-  local cfg=configs/metapoint/metapoint_r18_1xb8_synthetic-real-split1_1shot_cpu.py
-  # one thread per process unless told otherwise: with two threads a second job on the 2-core
-  # box made iterations about 10x slower (docs/metapoint.md, "Learning check on CPU")
-  OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1} \
-    $PY tools/train.py "$cfg" --work-dir work_dirs/metapoint_cpu "$@"
-  OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1} \
-    $PY tools/test.py "$cfg" work_dirs/metapoint_cpu/epoch_4.pth \
-    --work-dir work_dirs/metapoint_cpu/test
+  OMP_NUM_THREADS=${OMP_NUM_THREADS:-$threads} MKL_NUM_THREADS=${MKL_NUM_THREADS:-$threads} \
+    $PY tools/train.py "$cfg" --work-dir "$work" "$@"
+  OMP_NUM_THREADS=${OMP_NUM_THREADS:-$threads} MKL_NUM_THREADS=${MKL_NUM_THREADS:-$threads} \
+    $PY tools/test.py "$cfg" "$work/epoch_$epoch.pth" --work-dir "$work/test"
 }
 
+# one thread per process unless told otherwise: with two threads a second job on the 2-core box
+# made iterations about 10x slower (docs/metapoint.md, "Learning check on CPU")
+metapoint_cpu() {
+  cpu_check work_dirs/metapoint_cpu \
+    configs/metapoint/metapoint_r18_1xb8_synthetic-real-split1_1shot_cpu.py 4 1 "$@"
+}
+
+# two threads (the 2-core budget; keep the box otherwise idle), as fmmp-cpu
 capeformer_cpu() {
-  [ -f "$SYNTH_REAL_DIR/annotations/unified_ann_file.json" ] || synthetic_real "$SYNTH_REAL_DIR"
-  local cfg=configs/capeformer/capeformer_r18_1xb8_synthetic-real-split1_1shot_cpu.py
-  # one thread per process unless told otherwise, as metapoint-cpu
-  OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1} \
-    $PY tools/train.py "$cfg" --work-dir work_dirs/capeformer_cpu "$@"
-  OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1} \
-    $PY tools/test.py "$cfg" work_dirs/capeformer_cpu/epoch_4.pth \
-    --work-dir work_dirs/capeformer_cpu/test
+  cpu_check work_dirs/capeformer_cpu \
+    configs/capeformer/capeformer_r18_1xb8_synthetic-real-split1_1shot_cpu.py 6 2 "$@"
 }
 
 CROSS_SPLITS="human-body human-face vehicle furniture"

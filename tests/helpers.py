@@ -188,7 +188,8 @@ def _read_pack(name: str):
 
 
 def official_pack(name: str):
-    """A fresh copy of the packed file ``name`` (e.g. ``'functions.pt.xz'``); tests may mutate it."""
+    """A fresh copy of the packed file ``name`` (e.g. ``'functions.pt.xz'``); tests may mutate
+    it."""
     return copy.deepcopy(_read_pack(name))
 
 

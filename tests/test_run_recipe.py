@@ -121,7 +121,8 @@ def synthetic_random(tmp_path_factory):
 
 @pytest.mark.parametrize('config, per_process', [
     ('configs/metapoint/metapoint_r18_1xb8_synthetic-random-split1_1shot_quickstart.py', 4),
-    ('configs/fmmp/fmmp_r18_1xb16_synthetic-real-split1_1shot_cpu.py', 8)])
+    ('configs/fmmp/fmmp_r18_1xb16_synthetic-real-split1_1shot_cpu.py', 8),
+    ('configs/capeformer/capeformer_r18_1xb8_synthetic-real-split1_1shot_cpu.py', 4)])
 def test_dist_train_two_gloo_processes(config, per_process, synthetic_random, tmp_path):
     """``bash tools/dist_train.sh CONFIG 2`` on CPU: every iteration of one epoch runs (DDP
     stops at the second one when a parameter gets no gradient), the total batch is split."""

@@ -31,9 +31,9 @@ class CapeFormer(BaseCAPEEstimator):
        Official: one backbone call per support shot and one for the queries (BatchNorm
        statistics per call in training), shared weights.
     2. Support (once per episode): raw C5 heatmap-pooled per keypoint (:func:`heatmap_pool`),
-       averaged over the shots (:func:`visibility_weighted_shot_mean`), times the support mask ``m_k = prod_s w^s_k`` (co-visibility,
-       CF2), then ``support_proj`` (Linear 2048 -> C): tokens ``[B, K, C]`` (masked slots hold
-       the bias).
+       averaged over the shots (:func:`visibility_weighted_shot_mean`), times the support mask
+       ``m_k = prod_s w^s_k`` (co-visibility, CF2), then ``support_proj`` (Linear 2048 -> C):
+       tokens ``[B, K, C]`` (masked slots hold the bias).
     3. Queries (all N at once): :class:`JointEncoder` (Conv1x1 2048 -> C of the query C5, then
        joint self-attention with positions added to every layer's input) over
        ``[map tokens (h*w); support tokens (K)]`` with positions ``[map PE; order PE]``, masked

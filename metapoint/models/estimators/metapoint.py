@@ -34,7 +34,8 @@ class MetaPoint(BaseCAPEEstimator):
 
     Pipeline per episode (B episodes, S shots, Q queries, K slots, M meta-points, L layers):
 
-    1. Backbone + :class:`LevelProjectionNeck` (GroupNorm) -> 3 levels (8x8, 16x16, 32x32 for 256 input).
+    1. Backbone + :class:`LevelProjectionNeck` (GroupNorm) -> 3 levels (8x8, 16x16, 32x32 for a
+       256 input).
     2. Meta decoder: M learnable meta embeddings decoded on EVERY image (supports and queries)
        into meta-points [L, M, 2] and a visibility (2-way softmax, clamped to [0.01, 0.99]).
     3. :class:`MetaPointAssigner` matches the supports' meta-points to the support keypoints
