@@ -15,8 +15,9 @@ for the model figures:
   a shared machine hit every variant alike.
 * :class:`FlopCounter`: FLOPs of matmuls, convolutions and attention kernels with the formulas
   of ``torch.utils.flop_counter`` (the table ``FlopCounterMode`` uses), in a dispatch mode that
-  attributes every op to the top-level child module of the estimator that runs it (the parts
-  sum to the total) and counts the backward pass op by op (counted fwd+bwd, not 3x forward).
+  attributes every forward op to the top-level child module of the estimator that runs it (the
+  parts sum to the total) and counts the backward pass op by op, as one part (counted fwd+bwd,
+  not 3x forward).
   Element-wise ops, normalisation, softmax and ``grid_sample`` are not counted
   (:attr:`FlopCounter.uncounted` lists them by call count).
 
@@ -455,12 +456,12 @@ class FlopCounter(TorchDispatchMode):
 
     Formulas: ``torch.utils.flop_counter.flop_registry`` (what ``FlopCounterMode`` uses: mm,
     addmm, bmm, baddbmm, convolution and its backward, scaled-dot-product attention) plus the
-    the kernels of :func:`_extra_flop_formulas`. ``parts``: an ``nn.Module`` whose top-level
+    kernels of :func:`_extra_flop_formulas`. ``parts``: an ``nn.Module`` whose top-level
     children are the parts; a forward op is attributed to the OUTERMOST child whose forward is
     running (so a child called from inside another counts once, in its caller), else to
     ``'(estimator)'``; ops run after :meth:`backward_phase` are counted under phase
     ``'backward'`` and part ``'(backward, all parts)'`` (module hooks do not see the backward
-    pass). ``uncounted`` counts calls of the ops without a formula.
+    pass). ``uncounted`` counts calls of the (non-view) ops without a formula.
     """
 
     OUTSIDE = '(estimator)'
@@ -602,7 +603,7 @@ def flops_table(model: torch.nn.Module, batch: EpisodeBatch, train: bool = False
 def format_flops_table(table: dict, train: bool = False) -> str:
     """The per-part table as text (params in M, FLOPs in GFLOPs, share of the total)."""
     total_flops = table['total']['flops_forward'] + table['total']['flops_backward']
-    head = f"{'part':<22}{'type':<28}{'params (M)':>12}{'GFLOPs':>12}"
+    head = f"{'part':<22}{'type':<40}{'params (M)':>12}{'GFLOPs':>12}"
     if train:
         head += f"{'fwd GFLOPs':>12}{'bwd GFLOPs':>12}"
     head += f"{'share':>8}"
@@ -612,7 +613,7 @@ def format_flops_table(table: dict, train: bool = False) -> str:
             lines.append('-' * len(head))
             continue
         flops = row['flops_forward'] + row['flops_backward']
-        line = (f"{row['part']:<22}{row['type'][:27]:<28}{row['params'] / 1e6:>12.3f}"
+        line = (f"{row['part']:<22}{row['type'][:39]:<40}{row['params'] / 1e6:>12.3f}"
                 f'{flops / 1e9:>12.3f}')
         if train:
             line += f"{row['flops_forward'] / 1e9:>12.3f}{row['flops_backward'] / 1e9:>12.3f}"
@@ -706,7 +707,8 @@ class Benchmark:
         s = self.s
         st = episode_settings(self.cfg, False, s.input_size)
         settings = s.as_dict()
-        settings.update(shots=self.shots, input_size=list(st['input_size']),
+        settings.update(shots=self.shots,
+                        input_size=[st['input_size'][1], st['input_size'][0]],  # H, W
                         max_kpt_num=st['max_kpt_num'],
                         amp_dtype=(str(self.amp_dtype).replace('torch.', '')
                                    if self.amp_dtype else None),
@@ -1108,7 +1110,7 @@ def format_result(result: dict) -> str:
     lines = [f"{result['model']} ({result['config']})",
              f"machine: {m['cpu']}, {m['torch_threads']} torch threads, device {m['device']}"
              f"{' (' + m['gpu'] + ')' if m.get('gpu') else ''}, torch {m['torch']}",
-             f"input {st['input_size'][0]}x{st['input_size'][1]}, K {st['max_kpt_num']}, "
+             f"input {st['input_size'][0]}x{st['input_size'][1]} (HxW), K {st['max_kpt_num']}, "
              f"shots {st['shots']}, iters {st['iters']} (median), warm-up {st['warmup']}"]
     rows = []
     for mode in MODES:

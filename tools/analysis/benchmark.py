@@ -55,8 +55,8 @@ def parse_args(argv=None):
     parser.add_argument('--compile', action='store_true', help='add torch.compile variants')
     parser.add_argument('--iters', type=int, default=3, help='timed rounds (median)')
     parser.add_argument('--warmup', type=int, default=1, help='untimed rounds first')
-    parser.add_argument('--input-size', type=int, nargs=2, metavar=('W', 'H'), default=None,
-                        help='crop size (default: the config\'s)')
+    parser.add_argument('--input-size', type=int, nargs=2, metavar=('H', 'W'), default=None,
+                        help='crop size, height width (default: the config\'s)')
     parser.add_argument('--backbone-depth', type=int, default=None,
                         help='swap the ResNet depth (e.g. 18 for a quick check)')
     parser.add_argument('--num-kpts', type=int, default=17,
@@ -89,7 +89,8 @@ def main(argv=None):
         shots=args.shots, queries=args.queries, train_queries=args.train_queries,
         batch=args.batch, train_batch=args.train_batch, threads=args.threads,
         device=args.device, amp=args.amp, amp_dtype=args.amp_dtype, compile=args.compile,
-        iters=args.iters, warmup=args.warmup, input_size=args.input_size,
+        iters=args.iters, warmup=args.warmup,
+        input_size=(args.input_size[1], args.input_size[0]) if args.input_size else None,
         backbone_depth=args.backbone_depth, num_kpts=args.num_kpts,
         matmul_size=args.matmul_size, data_root=args.data_root, img_prefix=args.img_prefix,
         ann_file=args.ann_file, data_episodes=args.data_episodes, seed=args.seed,
