@@ -666,6 +666,16 @@ def _variant_names(settings: BenchmarkSettings) -> List[Tuple[str, bool, bool]]:
     return out
 
 
+def _compile_failure(error: BaseException) -> Callable:
+    """A variant that raises ``error`` (shortened) when timed: a failed compile shows as ERROR
+    in the table while the other variants go on."""
+    message = f'torch.compile: {_short_error(error)}'
+
+    def fail():
+        raise RuntimeError(message)
+    return fail
+
+
 def _compiled(module: torch.nn.Module):
     return torch.compile(module)
 
@@ -737,10 +747,7 @@ class Benchmark:
                 try:
                     fwd = _compiled(model)
                 except Exception as e:  # noqa: BLE001
-                    err = _short_error(e)
-
-                    def fail(err=err):
-                        raise RuntimeError(f'torch.compile: {err}')
+                    fail = _compile_failure(e)
                     variants[f'episode{suffix}'] = fail
                     if include_pair:
                         variants[f'pair{suffix}'] = fail
@@ -816,10 +823,7 @@ class Benchmark:
                 try:
                     fwd, fwd_bb = _compiled(model), _compiled(model.backbone)
                 except Exception as e:  # noqa: BLE001
-                    err = _short_error(e)
-
-                    def fail(err=err):
-                        raise RuntimeError(f'torch.compile: {err}')
+                    fail = _compile_failure(e)
                     variants[f'step{suffix}'] = fail
                     if include_backbone:
                         variants[f'backbone{suffix}'] = fail

@@ -5,8 +5,9 @@ import torch
 from torch import nn
 
 from metapoint.registry import MODELS
-from ..layers.keypoint_pooling import heatmap_pool, shot_mean_per_query
+from ..layers.keypoint_pooling import heatmap_pool
 from ..layers.point_ops import sample_point_features
+from ..layers.shot_fusion import visibility_weighted_shot_mean
 from ..layers.similarity_peaks import similarity_peak_points
 from ..losses.similarity_heatmap import similarity_heatmap_loss
 
@@ -64,8 +65,9 @@ class SimilarityAid(nn.Module):
             f = heatmap_pool(support_map, batch.support_heatmaps.flatten(0, 1))
         else:
             f = sample_point_features([support_map], batch.support_keypoints.flatten(0, 1))
-        return shot_mean_per_query(f.view(b, s, k, -1), batch.support_keypoint_weights,
-                                   batch.num_queries)
+        fused = visibility_weighted_shot_mean(f.view(b, s, k, -1),
+                                              batch.support_keypoint_weights > 0, floor=1)
+        return batch.per_query(fused)
 
     def prepare(self, support_maps: List[torch.Tensor], query_maps: List[torch.Tensor],
                 batch) -> dict:
