@@ -121,7 +121,7 @@ class BaseCAPEEstimator(BaseModel):
     def slot_features(self, imgs: torch.Tensor) -> List[torch.Tensor]:
         """imgs ``[B, N, 3, H, W]`` -> levels ``[B*N, C, h_l, w_l]`` (episode-major); in
         training one :meth:`image_features` call per slot n (batch B), else one call."""
-        b, n = imgs.shape[:2]
+        n = imgs.shape[1]
         if self.training and n > 1:
             per_slot = [self.image_features(imgs[:, i]) for i in range(n)]
             return [torch.stack([lv[i] for lv in per_slot], 1).flatten(0, 1)
