@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # One entry point for the common jobs. Usage: bash scripts.sh <command> [args]
 #   install      install everything into the current Python environment (CPU or CUDA)
+#   install-browser  install the distribution's chromium + chromium-driver (apt; root or sudo):
+#                the browser the web-demo test drives (it skips with a reason without them)
 #   quickstart   generate the bundled synthetic MP-100 (if missing) and run the main job on it
 #   test         run the test suite (without, then with the optional test data; docs/testing.md)
 #   synthetic    (re)generate the synthetic set: random categories [out dir] [extra args]
@@ -41,6 +43,7 @@ install() {
   fi
   $pip -r requirements/build.txt
   $pip -r requirements/runtime.txt
+  $pip -r requirements/tools.txt
   $pip --no-build-isolation --no-binary xtcocotools -r requirements/xtcocotools.txt
   $pip --no-deps -r requirements/mmpose.txt
   $pip -r requirements/tests.txt
@@ -48,6 +51,22 @@ install() {
   $PY -c "import metapoint, mmpose, mmcv, mmengine, xtcocotools, torch; \
 print('metapoint', metapoint.__version__, '| torch', torch.__version__, '| mmengine', \
 mmengine.__version__, '| mmcv', mmcv.__version__, '| mmpose', mmpose.__version__)"
+}
+
+install_browser() {
+  if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then
+    echo "install-browser: $(chromium --version 2>/dev/null) and chromedriver already installed"
+    return 0
+  fi
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "install-browser: no apt-get here; install Chromium and a matching ChromeDriver, then" >&2
+    echo "  set CHROMIUM_BIN and CHROMEDRIVER_BIN (docs/demo.md)" >&2
+    return 1
+  fi
+  $sudo apt-get update -q || true
+  $sudo apt-get install -y -q chromium chromium-driver
 }
 
 synthetic() {
@@ -281,6 +300,7 @@ fmmp_cpu() {
 cmd=${1:-help}; shift || true
 case "$cmd" in
   install) install ;;
+  install-browser) install_browser ;;
   quickstart) quickstart ;;
   test) run_tests "$@" ;;
   synthetic) synthetic "$@" ;;
