@@ -25,10 +25,21 @@ def test_inference_episode_supportcopy_maps_layout_to_query_box(support_copy):
     np.testing.assert_allclose(out[0, :2], kpts[:2, :2] + [100, 20], atol=0.5)
 
 
-def test_inference_episode_requires_query_box(support_copy):
-    img = np.zeros((50, 50, 3), np.uint8)
-    with pytest.raises(ValueError, match='bbox'):
-        inference_episode(support_copy, [img], [np.ones((2, 2))], [img], [None])
+def test_inference_episode_query_without_box_uses_whole_image(support_copy, tmp_path):
+    import cv2
+    support = np.zeros((200, 300, 3), np.uint8)
+    kpts = np.array([[50, 60], [120, 80], [290, 190]], np.float32)
+    # support box = its whole image; the query (a path, half the size) has no box: the whole
+    # image is its box, so the copied layout lands at half the support coordinates
+    query = tmp_path / 'query.png'
+    cv2.imwrite(str(query), np.zeros((100, 150, 3), np.uint8))
+    out = inference_episode(support_copy, [support], [kpts], [str(query)],
+                            support_bboxes=[[0, 0, 300, 200]])
+    np.testing.assert_allclose(out[0], kpts / 2, atol=0.5)
+    with pytest.raises(FileNotFoundError, match='missing.png'):
+        inference_episode(support_copy, [support], [kpts], [str(tmp_path / 'missing.png')])
+    with pytest.raises(ValueError, match='empty bbox'):
+        inference_episode(support_copy, [support], [kpts], [support], [[10, 10, 0, 5]])
 
 
 def test_draw_keypoints_colours_visible_points_only():
