@@ -5,6 +5,10 @@ pixels) as JSON to the work dir. Both say how many categories were evaluated out
 dataset was asked for (fewer with ``skip_incomplete_categories=True`` on partial data).
 With a checkpoint, the backbone's ``pretrained`` is set to None: the checkpoint replaces those
 weights, so ImageNet weights are neither read nor downloaded.
+
+``--show-dir DIR [--show-interval N]`` switches the episode pictures on
+(``CAPEVisualizationHook``: supports | query ground truth | prediction, every N-th episode) and
+writes them to DIR, relative to the work dir or absolute (docs/visualization.md).
 """
 import argparse
 import json
@@ -20,8 +24,12 @@ from mmengine.runner import Runner  # noqa: E402
 
 from metapoint.evaluation import format_pck_table  # noqa: E402
 from metapoint.models.backbones import disable_backbone_pretrained  # noqa: E402
+from metapoint.registry import HOOKS, VISUALIZERS  # noqa: E402
 from metapoint.utils import (check_model_config, register_all_modules,  # noqa: E402
                              setup_cpu_distributed, teardown_distributed)
+from metapoint.utils.config_checks import check_init_keys  # noqa: E402
+
+VISUALIZATION_HOOK = 'CAPEVisualizationHook'
 
 
 def parse_args(argv=None):
@@ -32,6 +40,12 @@ def parse_args(argv=None):
     parser.add_argument('--work-dir', help='where logs and result JSON files go')
     parser.add_argument('--out', help='also write the metrics JSON to this path')
     parser.add_argument('--amp', action='store_true', help='mixed precision inference')
+    parser.add_argument('--show-dir', help='save pictures of evaluation episodes (supports | '
+                        'query ground truth | prediction) in this folder, relative to the work '
+                        'dir or absolute')
+    parser.add_argument('--show-interval', type=int, default=None,
+                        help='with --show-dir: draw every N-th episode (default: the config\'s '
+                        'default_hooks.visualization.interval)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
@@ -41,7 +55,35 @@ def parse_args(argv=None):
     if 'LOCAL_RANK' not in os.environ:  # torchrun sets it; mpirun names it its own way
         os.environ['LOCAL_RANK'] = os.environ.get('OMPI_COMM_WORLD_LOCAL_RANK',
                                                   str(args.local_rank))
+    if args.show_interval is not None and args.show_dir is None:
+        parser.error('--show-interval needs --show-dir')
+    if args.show_interval is not None and args.show_interval < 1:
+        parser.error(f'--show-interval must be >= 1, got {args.show_interval}')
     return args
+
+
+def setup_visualization(cfg: Config, show_dir=None, show_interval=None) -> None:
+    """Switch the episode pictures on (``--show-dir``) and check the hook and visualizer keys.
+
+    The hook entry ``default_hooks.visualization`` is added when the config has none; its
+    ``out_dir`` (relative to the work dir, or absolute) becomes ``show_dir``.
+    """
+    if cfg.get('default_hooks') is None:
+        cfg.default_hooks = {}
+    hooks = cfg.default_hooks
+    if show_dir is not None:
+        if hooks.get('visualization') is None:
+            hooks['visualization'] = dict(type=VISUALIZATION_HOOK)
+        hook = hooks['visualization']  # the stored (ConfigDict) copy
+        hook['enable'] = True
+        hook['out_dir'] = show_dir
+        if show_interval is not None:
+            hook['interval'] = show_interval
+    hook = hooks.get('visualization')
+    if isinstance(hook, dict):
+        check_init_keys(hook, HOOKS)
+    if isinstance(cfg.get('visualizer'), dict):
+        check_init_keys(cfg.visualizer, VISUALIZERS, default_args=dict(name='', save_dir=''))
 
 
 def main(argv=None):
@@ -65,6 +107,7 @@ def main(argv=None):
     if args.amp:
         cfg.test_cfg = dict(cfg.get('test_cfg') or dict(type='TestLoop'), fp16=True)
     cfg.launcher = args.launcher
+    setup_visualization(cfg, args.show_dir, args.show_interval)
     check_model_config(cfg)
     setup_cpu_distributed(cfg, args.launcher)
     runner = Runner.from_cfg(cfg)

@@ -8,6 +8,9 @@ default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', interval=10, save_best='mPCK', rule='greater',
                     max_keep_ckpts=3),
     sampler_seed=dict(type='DistSamplerSeedHook'),
+    # pictures of evaluation episodes (supports | query GT | prediction), off by default:
+    # tools/test.py --show-dir DIR switches it on (docs/visualization.md)
+    visualization=dict(type='CAPEVisualizationHook', enable=False, interval=50),
 )
 
 env_cfg = dict(
@@ -17,6 +20,9 @@ env_cfg = dict(
 )
 
 vis_backends = [dict(type='LocalVisBackend')]
+# the runner's visualizer (name and save_dir are filled in by the runner); add e.g.
+# dict(type='TensorboardVisBackend') to vis_backends to get the episode pictures there too
+visualizer = dict(type='CAPEVisualizer', vis_backends=vis_backends)
 log_processor = dict(type='LogProcessor', window_size=50, by_epoch=True, num_digits=6)
 log_level = 'INFO'
 load_from = None
