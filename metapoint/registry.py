@@ -48,7 +48,8 @@ MODEL_WRAPPERS = Registry(
 HOOKS = Registry('hook', parent=MMENGINE_HOOKS, locations=['metapoint.engine'])
 LOOPS = Registry('loop', parent=MMENGINE_LOOPS, locations=['metapoint.engine'])
 OPTIMIZERS = Registry('optimizer', parent=MMENGINE_OPTIMIZERS)
-OPTIM_WRAPPERS = Registry('optim wrapper', parent=MMENGINE_OPTIM_WRAPPERS)
+OPTIM_WRAPPERS = Registry('optim wrapper', parent=MMENGINE_OPTIM_WRAPPERS,
+                          locations=['metapoint.engine'])
 PARAM_SCHEDULERS = Registry('parameter scheduler', parent=MMENGINE_PARAM_SCHEDULERS)
 
 METRICS = Registry('metric', parent=MMENGINE_METRICS, locations=['metapoint.evaluation'])

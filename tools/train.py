@@ -1,4 +1,11 @@
-"""Train a CAPE model: ``python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]``."""
+"""Train a CAPE model: ``python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]``.
+
+``--amp`` trains with mixed precision: bfloat16 autocast (``AutocastOptimWrapper``) on CPU and
+on GPUs that support bfloat16, float16 with a dynamic loss scale (mmengine's ``AmpOptimWrapper``)
+on older GPUs or with ``--amp-dtype float16``. ``--compile`` compiles the model's parts with
+``torch.compile`` (``model.compile``, docs/benchmarks.md), ``--channels-last`` runs the image
+backbone in the channels-last memory format.
+"""
 import argparse
 import os
 import os.path as osp
@@ -23,6 +30,14 @@ def parse_args(argv=None):
                         help='resume from the given checkpoint, or from the latest one in the '
                         'work dir when no path is given')
     parser.add_argument('--amp', action='store_true', help='automatic mixed precision')
+    parser.add_argument('--amp-dtype', choices=['auto', 'bfloat16', 'float16'], default='auto',
+                        help="with --amp: 'auto' = bfloat16 on CPU and on GPUs with bfloat16 "
+                        'support, else float16 with loss scaling')
+    parser.add_argument('--compile', action='store_true',
+                        help='torch.compile the model parts (model.compile=True)')
+    parser.add_argument('--channels-last', action='store_true',
+                        help='channels-last memory format for the backbone '
+                        '(model.channels_last=True)')
     parser.add_argument('--no-validate', action='store_true',
                         help='do not evaluate checkpoints during training')
     parser.add_argument('--auto-scale-lr', action='store_true',
@@ -40,17 +55,36 @@ def parse_args(argv=None):
     return args
 
 
+def apply_amp(cfg, amp_dtype: str = 'auto') -> str:
+    """Switch ``cfg.optim_wrapper`` to mixed precision; returns the dtype chosen (module doc)."""
+    cuda = torch.cuda.is_available()
+    if amp_dtype == 'auto':
+        amp_dtype = 'bfloat16' if not cuda or torch.cuda.is_bf16_supported() else 'float16'
+    if amp_dtype == 'float16':
+        if not cuda:
+            raise SystemExit('--amp-dtype float16 needs a CUDA GPU (a loss-scaled float16 '
+                             'AmpOptimWrapper); on CPU use --amp-dtype bfloat16')
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+        cfg.optim_wrapper.dtype = 'float16'
+    else:
+        cfg.optim_wrapper.type = 'AutocastOptimWrapper'
+        cfg.optim_wrapper.pop('loss_scale', None)
+        cfg.optim_wrapper.dtype = 'bfloat16'
+    return amp_dtype
+
+
 def merge_args(cfg, args):
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     if args.amp:
-        if not torch.cuda.is_available():
-            raise SystemExit('--amp trains with mixed precision on a CUDA GPU; none is available '
-                             '(mmengine AmpOptimWrapper does not run on CPU)')
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+        apply_amp(cfg, args.amp_dtype)
+    if args.compile:
+        cfg.model.compile = True
+    if args.channels_last:
+        cfg.model.channels_last = True
     if args.resume == 'auto':
         cfg.resume = True
         cfg.load_from = None

@@ -18,6 +18,9 @@ class CAPEDistributedDataParallel(MMDistributedDataParallel):
     """
 
     def __init__(self, module: nn.Module, device_ids=None, **kwargs) -> None:
+        # channels-last weights and compiled parts before DDP records the parameter layout
+        if hasattr(module, 'apply_runtime_options'):
+            module.apply_runtime_options()
         params = list(module.parameters())
         if not any(p.requires_grad for p in params):
             nn.Module.__init__(self)

@@ -5,11 +5,31 @@ import numpy as np
 import torch
 from mmengine.model import BaseModel
 
+from metapoint.models.layers.precision import float32_region
 from metapoint.registry import MODELS
 from metapoint.structures import EpisodeBatch
 from metapoint.utils.geometry import crop_to_image
 
 Features = Optional[List[torch.Tensor]]
+
+
+#: ``torch.compile`` arguments a ``compile`` dict may carry, besides ``parts``
+COMPILE_KEYS = ('parts', 'backend', 'mode', 'dynamic', 'fullgraph', 'options', 'disable')
+
+
+def parse_compile_cfg(compile: Union[bool, dict, None]) -> Optional[dict]:
+    """``False``/``None`` -> None; ``True`` -> ``{}``; a dict is checked against
+    :data:`COMPILE_KEYS` (a typo raises, naming the valid keys)."""
+    if compile is None or compile is False:
+        return None
+    if compile is True:
+        return {}
+    if not isinstance(compile, dict):
+        raise TypeError(f'model compile must be a bool or a dict, got {type(compile).__name__}')
+    unknown = sorted(set(compile) - set(COMPILE_KEYS))
+    if unknown:
+        raise ValueError(f'model compile: unknown keys {unknown}; valid: {list(COMPILE_KEYS)}')
+    return dict(compile)
 
 
 class BaseCAPEEstimator(BaseModel):
@@ -39,6 +59,17 @@ class BaseCAPEEstimator(BaseModel):
         criterion: config of the model's loss (registered in ``MODELS``); None: not trainable.
         similarity_aid: optional :class:`~metapoint.models.SimilarityAid` config (a training
             aid for backbones trained from scratch, not part of any paper method).
+        channels_last: run the image backbone in the channels-last memory format (weights and
+            input images); same results up to float rounding, faster convolutions on some
+            devices (docs/benchmarks.md).
+        compile: ``torch.compile`` model parts in place (``nn.Module.compile``: state-dict keys
+            and checkpoints are unchanged). ``True`` compiles every top-level part with
+            parameters except the criterion and the similarity aid; a dict may name
+            ``parts`` (e.g. ``['backbone']``) and carries ``torch.compile`` arguments
+            (``backend``, ``mode``, ``dynamic``, ``fullgraph``, ``options``).
+
+    Both take effect at the first forward, or when :meth:`apply_runtime_options` is called (the
+    DDP wrapper does so before wrapping).
     """
 
     #: padded slot count the model was built for (None: any K)
@@ -50,11 +81,45 @@ class BaseCAPEEstimator(BaseModel):
 
     def __init__(self, criterion: Optional[dict] = None, similarity_aid: Optional[dict] = None,
                  data_preprocessor: Optional[dict] = None,
-                 init_cfg: Optional[dict] = None) -> None:
+                 init_cfg: Optional[dict] = None, channels_last: bool = False,
+                 compile: Union[bool, dict] = False) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.criterion = MODELS.build(criterion) if criterion is not None else None
         self.similarity_aid = MODELS.build(similarity_aid) if similarity_aid is not None \
             else None
+        self.channels_last = bool(channels_last)
+        self.compile_cfg = parse_compile_cfg(compile)
+        self._runtime_options_applied = False
+
+    def apply_runtime_options(self) -> None:
+        """Apply ``channels_last`` and ``compile`` (once; class doc)."""
+        if self._runtime_options_applied:
+            return
+        self._runtime_options_applied = True
+        if self.channels_last:
+            backbone = getattr(self, 'backbone', None)
+            if backbone is None:
+                raise ValueError(f'{type(self).__name__}: channels_last=True needs a backbone')
+            backbone.to(memory_format=torch.channels_last)
+        if self.compile_cfg is not None:
+            options = dict(self.compile_cfg)
+            parts = options.pop('parts', None)
+            for name in self.compile_parts(parts):
+                getattr(self, name).compile(**options)
+
+    def compile_parts(self, parts: Optional[Sequence[str]] = None) -> List[str]:
+        """Names of the top-level parts ``compile`` compiles (checked against the model)."""
+        children = dict(self.named_children())
+        skip = ('criterion', 'similarity_aid', 'data_preprocessor')
+        if parts is None:
+            return [n for n, m in children.items()
+                    if n not in skip and any(True for _ in m.parameters())]
+        unknown = [p for p in parts if p not in children or p in skip]
+        if unknown:
+            valid = [n for n in children if n not in skip]
+            raise ValueError(f'{type(self).__name__}: compile parts {unknown} are not parts of '
+                             f'the model; valid: {valid}')
+        return list(parts)
 
     # ------------------------------------------------------------------ mmengine entry
     def forward(self, inputs: EpisodeBatch, data_samples=None, mode: str = 'tensor'
@@ -64,6 +129,8 @@ class BaseCAPEEstimator(BaseModel):
         if not isinstance(inputs, EpisodeBatch):
             raise TypeError(f'{type(self).__name__} takes an EpisodeBatch (episode_collate + '
                             f'CAPEDataPreprocessor), got {type(inputs).__name__}')
+        if not self._runtime_options_applied:
+            self.apply_runtime_options()
         if mode == 'loss':
             return self.loss(inputs)
         if mode == 'predict':
@@ -99,6 +166,8 @@ class BaseCAPEEstimator(BaseModel):
     def image_features(self, imgs: torch.Tensor) -> List[torch.Tensor]:
         """imgs ``[N, 3, H, W]`` -> feature levels ``[N, C, h_l, w_l]`` (backbone, then the
         neck when the model has one)."""
+        if self.channels_last:
+            imgs = imgs.contiguous(memory_format=torch.channels_last)
         feats = self.backbone(imgs)
         return self.neck(feats) if getattr(self, 'neck', None) is not None else list(feats)
 
@@ -152,9 +221,11 @@ class BaseCAPEEstimator(BaseModel):
         if self.criterion is None:
             raise NotImplementedError(f'{type(self).__name__} has no criterion: not trainable')
         outputs = self.run_episode(batch)
-        losses = self.criterion(outputs, batch)
+        # under autocast (mixed precision) the losses are computed in float32
+        losses = float32_region(self.criterion)(outputs, batch)
         if self.similarity_aid is not None:
-            losses.update(self.similarity_aid.loss(outputs['similarity_aid'], batch))
+            losses.update(float32_region(self.similarity_aid.loss)(outputs['similarity_aid'],
+                                                                   batch))
         return losses
 
     @staticmethod

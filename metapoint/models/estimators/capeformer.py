@@ -1,5 +1,5 @@
 """CapeFormer (CVPR'23): support keypoint tokens matched to the query map, then refined."""
-from typing import List, Optional
+from typing import List, Optional, Union
 
 import torch
 from torch import nn
@@ -76,10 +76,13 @@ class CapeFormer(BaseCAPEEstimator):
                  max_kpt_num: int = 100,
                  similarity_aid: Optional[dict] = None,
                  data_preprocessor: Optional[dict] = None,
-                 init_cfg: Optional[dict] = None) -> None:
+                 init_cfg: Optional[dict] = None,
+                 channels_last: bool = False,
+                 compile: Union[bool, dict] = False) -> None:
         criterion = dict(dict(type='CapeFormerCriterion'), **(criterion or {}))
         super().__init__(criterion=criterion, similarity_aid=similarity_aid,
-                         data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+                         data_preprocessor=data_preprocessor, init_cfg=init_cfg,
+                         channels_last=channels_last, compile=compile)
         layer_defaults = dict(num_layers=3, num_heads=8, ffn_dims=2048, dropout=0.1)
         encoder_cfg = merge_options('CapeFormer encoder_cfg', layer_defaults, encoder_cfg)
         decoder_cfg = merge_options('CapeFormer decoder_cfg', layer_defaults, decoder_cfg)

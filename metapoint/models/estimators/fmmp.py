@@ -1,5 +1,5 @@
 """FMMP (CVPR'25): recurrent fine-grained, structure-aware (FGSA) keypoint feature mining."""
-from typing import List, Optional
+from typing import List, Optional, Union
 
 import torch
 
@@ -46,10 +46,13 @@ class FMMP(BaseCAPEEstimator):
                  max_kpt_num: int = 70,
                  similarity_aid: Optional[dict] = None,
                  data_preprocessor: Optional[dict] = None,
-                 init_cfg: Optional[dict] = None) -> None:
+                 init_cfg: Optional[dict] = None,
+                 channels_last: bool = False,
+                 compile: Union[bool, dict] = False) -> None:
         criterion = dict(dict(type='FMMPCriterion'), **(criterion or {}))
         super().__init__(criterion=criterion, similarity_aid=similarity_aid,
-                         data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+                         data_preprocessor=data_preprocessor, init_cfg=init_cfg,
+                         channels_last=channels_last, compile=compile)
         self.backbone = MODELS.build(backbone)
         neck = dict(dict(type='LevelProjectionNeck', num_levels=3, out_channels=256, top_down=True),
                     **(neck or {}))

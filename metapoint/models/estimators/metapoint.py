@@ -1,5 +1,5 @@
 """MetaPoint (CVPR'24): meta-points without support, assigned to keypoints, then refined."""
-from typing import List, Optional
+from typing import List, Optional, Union
 
 import torch
 from torch import nn
@@ -79,10 +79,13 @@ class MetaPoint(BaseCAPEEstimator):
                  embed_dims: int = 256,
                  similarity_aid: Optional[dict] = None,
                  data_preprocessor: Optional[dict] = None,
-                 init_cfg: Optional[dict] = None) -> None:
+                 init_cfg: Optional[dict] = None,
+                 channels_last: bool = False,
+                 compile: Union[bool, dict] = False) -> None:
         criterion = dict(dict(type='MetaPointCriterion'), **(criterion or {}))
         super().__init__(criterion=criterion, similarity_aid=similarity_aid,
-                         data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+                         data_preprocessor=data_preprocessor, init_cfg=init_cfg,
+                         channels_last=channels_last, compile=compile)
         meta_cfg = merge_options('MetaPoint meta_cfg', dict(
             point_num=100, point_dim=256, asm_type='nbipart'), meta_cfg)
         arch_cfg = merge_options('MetaPoint arch_cfg', dict(

@@ -27,9 +27,12 @@ from typing import Tuple
 import torch
 import torch.nn.functional as F
 
+from .precision import float32_region
+
 __all__ = ['bilinear_corners', 'weighted_row_sum']
 
 
+@float32_region
 def bilinear_corners(pixels: torch.Tensor, weights: torch.Tensor,
                      spatial_shapes: torch.Tensor,
                      rows_per_item: int) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -121,6 +124,7 @@ class _WeightedRowSum(torch.autograd.Function):
         return None, grad_table, grad_weight
 
 
+@float32_region
 def weighted_row_sum(index: torch.Tensor, table: torch.Tensor,
                      weight: torch.Tensor) -> torch.Tensor:
     """``out[b] = sum_j weight[b, j] * table[index[b, j]]``.

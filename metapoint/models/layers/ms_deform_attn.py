@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .precision import float32_region
+
 try:  # the compiled op ships only with a full mmcv build; mmcv-lite has no ``mmcv._ext``
     from mmcv.ops.multi_scale_deform_attn import \
         MultiScaleDeformableAttnFunction as _MmcvMSDAFunction
@@ -56,14 +58,19 @@ def flatten_multilevel(
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """List of ``[N, C, H_l, W_l]`` -> (value ``[N, S, C]``, spatial_shapes ``[L, 2]`` (H, W),
     level_start_index ``[L]``), levels kept in the given order, rows in raster (y, x) order."""
-    shapes = torch.as_tensor([tuple(m.shape[-2:]) for m in feature_maps], dtype=torch.long,
-                             device=feature_maps[0].device)
+    sizes = [tuple(m.shape[-2:]) for m in feature_maps]
+    shapes = torch.as_tensor(sizes, dtype=torch.long, device=feature_maps[0].device)
+    if torch.compiler.is_exporting():  # torch.export cannot read a traced tensor's values
+        shapes.export_level_sizes = [(int(h), int(w)) for h, w in sizes]
     value = torch.cat([m.flatten(2).transpose(1, 2) for m in feature_maps], 1)
     return value, shapes, level_start_index(shapes)
 
 
 def _level_sizes(spatial_shapes: torch.Tensor, num_values: int) -> List[Tuple[int, int]]:
-    shapes = [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
+    shapes = getattr(spatial_shapes, 'export_level_sizes', None) \
+        if torch.compiler.is_exporting() else None  # set by flatten_multilevel (ONNX export)
+    if shapes is None:
+        shapes = [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
     total = sum(h * w for h, w in shapes)
     if total != num_values:
         raise ValueError(f'spatial_shapes {shapes} cover {total} positions but value has '
@@ -71,6 +78,7 @@ def _level_sizes(spatial_shapes: torch.Tensor, num_values: int) -> List[Tuple[in
     return shapes
 
 
+@float32_region
 def multi_scale_deformable_attn_pytorch(value: torch.Tensor, spatial_shapes: torch.Tensor,
                                         sampling_locations: torch.Tensor,
                                         attention_weights: torch.Tensor) -> torch.Tensor:
@@ -116,6 +124,7 @@ def multi_scale_deformable_attn_pytorch(value: torch.Tensor, spatial_shapes: tor
     return sample_levels(value_levels, sampling_locations, attention_weights)
 
 
+@float32_region
 def sample_levels(value_levels: Sequence[torch.Tensor], sampling_locations: torch.Tensor,
                   attention_weights: torch.Tensor) -> torch.Tensor:
     """The sampling step of :func:`multi_scale_deformable_attn_pytorch` on per-level maps.
@@ -155,6 +164,7 @@ def _im2col_step_for(batch: int, im2col_step: int) -> int:
     return step
 
 
+@float32_region
 def multi_scale_deformable_attn(value: torch.Tensor,
                                 spatial_shapes: torch.Tensor,
                                 sampling_locations: torch.Tensor,

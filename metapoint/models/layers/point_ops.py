@@ -8,6 +8,7 @@ from typing import Optional, Sequence, Union
 import torch
 
 from .ms_deform_attn import flatten_multilevel, multi_scale_deformable_attn_pytorch
+from .precision import float32_region
 
 __all__ = ['inverse_sigmoid', 'sample_point_features']
 
@@ -22,6 +23,7 @@ def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
     return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
 
 
+@float32_region
 def sample_point_features(feature_maps: Union[Sequence[torch.Tensor], torch.Tensor],
                           points: torch.Tensor,
                           spatial_shapes: Optional[torch.Tensor] = None) -> torch.Tensor:

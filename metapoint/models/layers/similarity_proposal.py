@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .precision import float32_region
+
 __all__ = ['SimilarityProposalGenerator', 'cell_centres', 'soft_argmax']
 
 
@@ -52,7 +54,8 @@ class SimilarityProposalGenerator(nn.Module):
     Returns:
         dict with ``similarity`` ``[N, K, h, w]`` (raw S, laid out ``(row, col)``),
         ``proposals_global`` and ``proposals_local`` ``[N, K, 2]`` normalised ``(x, y)``.
-        Nothing is detached here.
+        Nothing is detached here. Runs in float32 under autocast (the argmax of a bfloat16
+        similarity map jumps between near-equal cells).
     """
 
     def __init__(self, embed_dims: int = 256, dynamic_dims: int = 128, window: int = 3) -> None:
@@ -65,6 +68,7 @@ class SimilarityProposalGenerator(nn.Module):
         self.dynamic_proj = nn.Sequential(nn.Linear(embed_dims, dynamic_dims), nn.ReLU(),
                                           nn.Linear(dynamic_dims, embed_dims))
 
+    @float32_region  # the argmax and the soft-argmax peaks need float32 similarities
     def forward(self, memory: torch.Tensor, tokens: torch.Tensor,
                 size: Sequence[int]) -> Dict[str, torch.Tensor]:
         h, w = size
