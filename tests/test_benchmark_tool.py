@@ -178,3 +178,37 @@ def test_flops_table_rows_sum_exactly(train):
     assert (FlopCounter.BACKWARD in parts) == train
     if train:
         assert table['total']['flops_backward'] > table['total']['flops_forward']
+
+
+def test_cli_channels_last_and_compile_variants(tmp_path):
+    """--channels-last and --compile time copies of the model with its own options (here the
+    neck compiled with aot_eager, quick on CPU) next to the plain one."""
+    out = tmp_path / 'bench.json'
+    cmd = [sys.executable, str(REPO / 'tools/analysis/benchmark.py'),
+           str(REPO / OFFICIAL['metapoint']), '--mode', 'eval', '--shots', '1', '--queries', '2',
+           '--batch', '1', '--channels-last', '--compile', '--compile-parts', 'neck',
+           '--compile-backend', 'aot_eager', '--json', str(out)] + TINY
+    proc = subprocess.run(cmd, cwd=str(REPO), capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    section = json.loads(out.read_text())['eval']
+    assert set(section['variants']) == {'episode', 'pair', 'episode+cl', 'pair+cl',
+                                        'episode+compile', 'pair+compile'}
+    for name, v in section['variants'].items():
+        assert 'error' not in v, (name, v.get('error'))
+    assert section['variants']['episode+compile']['setup_s']['value'] > 0
+    for key in ('ratio_channels_last_vs_contiguous', 'ratio_compile_vs_eager',
+                'ratio_episode_vs_pair_cl', 'ratio_episode_vs_pair_compile'):
+        assert section[key]['value'] > 0, key
+
+
+def test_cli_reports_a_bad_compile_part(tmp_path):
+    out = tmp_path / 'bench.json'
+    cmd = [sys.executable, str(REPO / 'tools/analysis/benchmark.py'),
+           str(REPO / OFFICIAL['capeformer']), '--mode', 'eval', '--queries', '1',
+           '--compile', '--compile-parts', 'neckk', '--json', str(out)] + TINY
+    proc = subprocess.run(cmd, cwd=str(REPO), capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    err = json.loads(out.read_text())['eval']['variants']['episode+compile']['error']
+    assert "compile parts ['neckk']" in err

@@ -32,7 +32,7 @@ import statistics
 import time
 import traceback
 from collections import Counter, defaultdict
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -633,7 +633,10 @@ class BenchmarkSettings:
     def __init__(self, shots: Optional[int] = None, queries: int = 15, train_queries: int = 1,
                  batch: int = 1, train_batch: Optional[int] = None,
                  threads: Optional[int] = None, device: str = 'cpu', amp: bool = False,
-                 amp_dtype: Optional[str] = None, compile: bool = False, iters: int = 3,
+                 amp_dtype: Optional[str] = None, compile: bool = False,
+                 compile_parts: Optional[Sequence[str]] = None,
+                 compile_backend: Optional[str] = None, channels_last: bool = False,
+                 iters: int = 3,
                  warmup: int = 1, input_size: Optional[Sequence[int]] = None,
                  backbone_depth: Optional[int] = None, num_kpts: int = 17,
                  matmul_size: int = 2048, data_root: Optional[str] = None,
@@ -654,15 +657,19 @@ class BenchmarkSettings:
         return torch.bfloat16 if name == 'bf16' else torch.float16
 
 
-def _variant_names(settings: BenchmarkSettings) -> List[Tuple[str, bool, bool]]:
-    """(suffix, amp, compile) of every precision / compilation variant of a run."""
-    out = [('', False, False)]
+def _variant_names(settings: BenchmarkSettings) -> List[Tuple[str, bool, bool, bool]]:
+    """(suffix, amp, compile, channels_last) of every variant of a run."""
+    out = [('', False, False, False)]
     if settings.amp:
-        out.append(('+amp', True, False))
+        out.append(('+amp', True, False, False))
+    if settings.channels_last:
+        out.append(('+cl', False, False, True))
+        if settings.amp:
+            out.append(('+amp+cl', True, False, True))
     if settings.compile:
-        out.append(('+compile', False, True))
-    if settings.amp and settings.compile:
-        out.append(('+amp+compile', True, True))
+        out.append(('+compile', False, True, False))
+        if settings.amp:
+            out.append(('+amp+compile', True, True, False))
     return out
 
 
@@ -676,8 +683,20 @@ def _compile_failure(error: BaseException) -> Callable:
     return fail
 
 
-def _compiled(module: torch.nn.Module):
-    return torch.compile(module)
+def variant_model(model: torch.nn.Module, compile_cfg: Optional[dict] = None,
+                  channels_last: bool = False) -> torch.nn.Module:
+    """A copy of ``model`` (same weights) with the estimator's own ``compile`` /
+    ``channels_last`` options applied (``BaseCAPEEstimator.apply_runtime_options``): what a
+    config with ``model.compile`` / ``model.channels_last`` runs. ``model`` itself is returned
+    when neither is asked for."""
+    if compile_cfg is None and not channels_last:
+        return model
+    out = copy.deepcopy(model)
+    out.channels_last = bool(channels_last)
+    out.compile_cfg = None if compile_cfg is None else dict(compile_cfg)
+    out._runtime_options_applied = False
+    out.apply_runtime_options()
+    return out
 
 
 def _timing_figures(res: dict) -> dict:
@@ -737,29 +756,50 @@ class Benchmark:
                                 setup=setup, log=self.log if self.s.verbose else None)
 
     # ------------------------------------------------------------------ eval
-    def eval_variants(self, batch: EpisodeBatch, include_pair: bool = True):
-        model = self.model
-        variants, setup = {}, {}
-        for suffix, amp, comp in _variant_names(self.s):
-            dtype = self.amp_dtype if amp else None
-            fwd = model
-            if comp:
-                try:
-                    fwd = _compiled(model)
-                except Exception as e:  # noqa: BLE001
-                    fail = _compile_failure(e)
-                    variants[f'episode{suffix}'] = fail
-                    if include_pair:
-                        variants[f'pair{suffix}'] = fail
+    def compile_cfg(self) -> dict:
+        """The ``model.compile`` dict of the compiled variants (``--compile-parts``,
+        ``--compile-backend``)."""
+        out = {}
+        if self.s.compile_parts:
+            out['parts'] = list(self.s.compile_parts)
+        if self.s.compile_backend:
+            out['backend'] = self.s.compile_backend
+        return out
+
+    def variant_models(self) -> Dict[Tuple[bool, bool], Union[torch.nn.Module, Callable]]:
+        """(compile, channels_last) -> the model copy the variants run (built once; a copy that
+        fails to build is a failing callable)."""
+        if not hasattr(self, '_variant_models'):
+            self._variant_models = {}
+            for _, _, comp, cl in _variant_names(self.s):
+                if (comp, cl) in self._variant_models:
                     continue
+                try:
+                    self._variant_models[comp, cl] = variant_model(
+                        self.model, self.compile_cfg() if comp else None, cl)
+                except Exception as e:  # noqa: BLE001
+                    self._variant_models[comp, cl] = _compile_failure(e)
+        return self._variant_models
+
+    def eval_variants(self, batch: EpisodeBatch, include_pair: bool = True):
+        variants, setup = {}, {}
+        models = self.variant_models()
+        for suffix, amp, comp, cl in _variant_names(self.s):
+            dtype = self.amp_dtype if amp else None
+            model = models[comp, cl]
+            if not isinstance(model, torch.nn.Module):  # the copy failed to build
+                variants[f'episode{suffix}'] = model
+                if include_pair:
+                    variants[f'pair{suffix}'] = model
+                continue
             for kind, fn in (('episode', episode_points), ('pair', per_pair_points)):
                 if kind == 'pair' and not include_pair:
                     continue
 
-                def call(fn=fn, fwd=fwd, dtype=dtype):
+                def call(fn=fn, model=model, dtype=dtype):
                     model.eval()
                     with torch.no_grad(), _autocast(self.s.device, dtype):
-                        return fn(fwd, batch)
+                        return fn(model, batch)
                 variants[f'{kind}{suffix}'] = call
                 if comp:
                     setup[f'{kind}{suffix}'] = call
@@ -797,7 +837,7 @@ class Benchmark:
                 out['max_abs_diff_error'] = _short_error(e)
         out['max_abs_diff_episode_vs_pair'] = fig(diff, 'normalised crop coordinates')
         rate = {n: out['variants'][n]['pairs_per_s']['value'] for n in out['variants']}
-        for suffix, _, _ in _variant_names(s):
+        for suffix, *_ in _variant_names(s):
             key = 'ratio_episode_vs_pair' + suffix.replace('+', '_')
             out[key] = ratio(rate.get(f'episode{suffix}'), rate.get(f'pair{suffix}'),
                              f'pairs/s episode{suffix} / pairs/s pair{suffix}')
@@ -808,31 +848,32 @@ class Benchmark:
             out['ratio_compile_vs_eager'] = ratio(rate.get('episode+compile'),
                                                   rate.get('episode'),
                                                   'pairs/s episode+compile / episode (eager)')
+        if s.channels_last:
+            out['ratio_channels_last_vs_contiguous'] = ratio(
+                rate.get('episode+cl'), rate.get('episode'),
+                'pairs/s episode+cl / episode (contiguous)')
         self._rates['eval_episodes_per_s'] = out['variants']['episode']['episodes_per_s'][
             'value']
         return out
 
     # ------------------------------------------------------------------ train
     def train_variants(self, batch: EpisodeBatch, include_backbone: bool = True):
-        model = self.model
+        """Each (compile, channels_last) copy trains its own weights with its own Adam: the
+        copies start from the same weights and time the same work."""
         variants, setup = {}, {}
-        for suffix, amp, comp in _variant_names(self.s):
+        models = self.variant_models()
+        for suffix, amp, comp, cl in _variant_names(self.s):
             dtype = self.amp_dtype if amp else None
-            fwd, fwd_bb = None, None
-            if comp:
-                try:
-                    fwd, fwd_bb = _compiled(model), _compiled(model.backbone)
-                except Exception as e:  # noqa: BLE001
-                    fail = _compile_failure(e)
-                    variants[f'step{suffix}'] = fail
-                    if include_backbone:
-                        variants[f'backbone{suffix}'] = fail
-                    continue
-            variants[f'step{suffix}'] = make_train_step(model, batch, self.s.device, dtype,
-                                                        forward_model=fwd)
+            model = models[comp, cl]
+            if not isinstance(model, torch.nn.Module):
+                variants[f'step{suffix}'] = model
+                if include_backbone:
+                    variants[f'backbone{suffix}'] = model
+                continue
+            variants[f'step{suffix}'] = make_train_step(model, batch, self.s.device, dtype)
             if include_backbone:
-                variants[f'backbone{suffix}'] = make_backbone_step(
-                    model, batch, self.s.device, dtype, forward_backbone=fwd_bb)
+                variants[f'backbone{suffix}'] = make_backbone_step(model, batch, self.s.device,
+                                                                   dtype)
             if comp:
                 setup[f'step{suffix}'] = variants[f'step{suffix}']
                 if include_backbone:
@@ -879,7 +920,7 @@ class Benchmark:
         for name, r in res.items():
             out['variants'][name] = _timing_figures(r)
         med = {n: r['median_s'] for n, r in res.items()}
-        for suffix, _, _ in _variant_names(s):
+        for suffix, *_ in _variant_names(s):
             t = med.get(f'step{suffix}')
             out['variants'][f'step{suffix}']['episodes_per_s'] = fig(
                 b / t if t else None, 'episodes/s')

@@ -1,8 +1,8 @@
 """Speed of a CAPE model on random weights and random synthetic episodes (docs/benchmarks.md).
 
 ``python tools/analysis/benchmark.py CONFIG --mode {eval,train,data,all} [--shots S]
-[--queries Q] [--batch B] [--threads T] [--device D] [--amp] [--compile] [--iters N]
-[--warmup W] [--json OUT]``
+[--queries Q] [--batch B] [--threads T] [--device D] [--amp] [--compile [--compile-parts P ...]]
+[--channels-last] [--iters N] [--warmup W] [--json OUT]``
 
 * ``eval``: pairs/s of episode-batched evaluation (B episodes x Q queries, supports encoded
   once) vs the per-pair protocol (one forward per support/query pair) -> ``ratio_episode_vs_pair``.
@@ -14,9 +14,10 @@
   ``ratio_test_data_vs_model``.
 
 The variants of a mode take turns (round robin over ``--iters`` timed rounds after ``--warmup``
-untimed ones) and each reports its median. ``--amp`` / ``--compile`` add variants (autocast
-bf16 by default, fp16 with ``--amp-dtype fp16`` on CUDA; ``torch.compile`` of the model); a
-variant that fails is reported with its error.
+untimed ones) and each reports its median. ``--amp`` / ``--compile`` / ``--channels-last`` add
+variants (autocast bf16 by default, fp16 with ``--amp-dtype fp16`` on CUDA; the model's own
+``compile`` option, ``torch.compile`` of its parts (``--compile-parts``, default all); its
+``channels_last`` option); a variant that fails is reported with its error.
 """
 import argparse
 import json
@@ -52,7 +53,14 @@ def parse_args(argv=None):
     parser.add_argument('--amp', action='store_true',
                         help='add autocast variants (bf16; --amp-dtype fp16 for CUDA fp16)')
     parser.add_argument('--amp-dtype', choices=['bf16', 'fp16'], default=None)
-    parser.add_argument('--compile', action='store_true', help='add torch.compile variants')
+    parser.add_argument('--compile', action='store_true',
+                        help='add variants with model.compile (torch.compile of the parts)')
+    parser.add_argument('--compile-parts', nargs='+', default=None, metavar='PART',
+                        help="the parts --compile compiles (e.g. 'backbone'; default: all)")
+    parser.add_argument('--compile-backend', default=None,
+                        help="torch.compile backend (default inductor; e.g. 'aot_eager')")
+    parser.add_argument('--channels-last', action='store_true',
+                        help='add variants with model.channels_last=True')
     parser.add_argument('--iters', type=int, default=3, help='timed rounds (median)')
     parser.add_argument('--warmup', type=int, default=1, help='untimed rounds first')
     parser.add_argument('--input-size', type=int, nargs=2, metavar=('H', 'W'), default=None,
@@ -89,6 +97,8 @@ def main(argv=None):
         shots=args.shots, queries=args.queries, train_queries=args.train_queries,
         batch=args.batch, train_batch=args.train_batch, threads=args.threads,
         device=args.device, amp=args.amp, amp_dtype=args.amp_dtype, compile=args.compile,
+        compile_parts=args.compile_parts, compile_backend=args.compile_backend,
+        channels_last=args.channels_last,
         iters=args.iters, warmup=args.warmup,
         input_size=(args.input_size[1], args.input_size[0]) if args.input_size else None,
         backbone_depth=args.backbone_depth, num_kpts=args.num_kpts,
