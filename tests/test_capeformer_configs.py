@@ -66,7 +66,8 @@ def _steps(pipeline, kind):
 # ------------------------------------------------------------------------- official protocol
 def test_every_capeformer_config_is_covered():
     cross = [_cross_path('capeformer', s) for s in CROSS_SPLITS]
-    assert sorted(CAPE_DIR.rglob('*.py')) == sorted(OFFICIAL + UNIFIED + [CPU] + cross)
+    backbones = sorted((CAPE_DIR / 'backbones').glob('*.py'))  # tests/test_timm_backbones.py
+    assert sorted(CAPE_DIR.rglob('*.py')) == sorted(OFFICIAL + UNIFIED + [CPU] + cross + backbones)
 
 
 @pytest.mark.parametrize('path', OFFICIAL, ids=[p.stem for p in OFFICIAL])

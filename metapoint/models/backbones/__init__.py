@@ -3,10 +3,10 @@ from .pretrained import (PretrainedWeightsUnavailable, StateDictMismatchError, W
                          describe_resnet_weights, describe_timm_weights,
                          disable_backbone_pretrained, fetch_weights)
 from .resnet import TorchvisionResNet
-from .timm_backbone import TimmBackbone
+from .timm_backbone import SimpleFeaturePyramid, TimmBackbone
 
 __all__ = [
-    'PretrainedWeightsUnavailable', 'StateDictMismatchError', 'TimmBackbone', 'TorchvisionResNet',
-    'WeightsSource', 'describe_resnet_weights', 'describe_timm_weights',
-    'disable_backbone_pretrained', 'fetch_weights'
+    'PretrainedWeightsUnavailable', 'SimpleFeaturePyramid', 'StateDictMismatchError',
+    'TimmBackbone', 'TorchvisionResNet', 'WeightsSource', 'describe_resnet_weights',
+    'describe_timm_weights', 'disable_backbone_pretrained', 'fetch_weights'
 ]
