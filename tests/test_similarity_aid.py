@@ -37,6 +37,25 @@ def test_heatmap_pool_picks_the_heatmap_location():
     assert out[0, 1].abs().max() == 0  # empty heatmap -> zero feature
 
 
+@pytest.mark.parametrize('hw, out_hw', [((8, 8), (64, 64)), ((7, 9), (64, 48)),
+                                         ((32, 32), (64, 64)), ((5, 3), (17, 11))])
+def test_heatmap_pool_equals_pooling_the_upsampled_map(hw, out_hw):
+    """The transposed-resize form equals upsampling the features first (values and grads)."""
+    torch.manual_seed(0)
+    feat = torch.randn(2, 6, *hw, dtype=torch.float64, requires_grad=True)
+    hm = torch.rand(2, 4, *out_hw, dtype=torch.float64)
+    hm[1, 3] = 0  # an empty heatmap
+    up = torch.nn.functional.interpolate(feat, size=out_hw, mode='bilinear',
+                                         align_corners=False)
+    norm = hm / (hm.sum((-1, -2), keepdim=True) + 1e-8)
+    ref = norm.flatten(2) @ up.flatten(2).transpose(1, 2)
+    out = heatmap_pool(feat, hm)
+    torch.testing.assert_close(out, ref, atol=1e-12, rtol=0)
+    g_ref, = torch.autograd.grad(ref.square().sum(), feat)
+    g_out, = torch.autograd.grad(out.square().sum(), feat)
+    torch.testing.assert_close(g_out, g_ref, atol=1e-12, rtol=0)
+
+
 def _one_hot_map(n_pos=16, c=16):
     """A 4x4 map whose position p holds basis vector e_p (all positions mutually orthogonal)."""
     return torch.eye(c)[:, :n_pos].reshape(1, c, 4, 4)
