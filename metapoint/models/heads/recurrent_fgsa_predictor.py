@@ -211,12 +211,17 @@ class RecurrentFGSAPredictor(nn.Module):
 
         all_points, deltas, query_embeds, support_embeds = [], [], [], []
         for lid in range(self.num_layers):
-            # 1. every shot mines its own image; the Q queries of an episode share the image
-            x = embed.view(b, 1, q, k, -1).expand(b, s, q, k, embed.shape[-1])
-            x = self.support_layers[lid](x.reshape(b * s, q, k, -1), order, ref_pos_s, points_s,
-                                         values_s, shapes, level_start, nbr_s, support_mask,
-                                         support_feat)
-            x = x.view(b, s, q, k, -1)
+            # 1. every shot mines its own image; the Q queries of an episode share the image.
+            # Layer 0's input is the same for every query of an episode: at inference it is
+            # mined once per episode and shared (in training each copy draws its own dropout)
+            once = lid == 0 and q > 1 and not self.training
+            q_in = 1 if once else q
+            x = (init_embed if once else embed).view(b, 1, q_in, k, -1).expand(
+                b, s, q_in, k, embed.shape[-1])
+            x = self.support_layers[lid](x.reshape(b * s, q_in, k, -1), order, ref_pos_s,
+                                         points_s, values_s, shapes, level_start, nbr_s,
+                                         support_mask, support_feat)
+            x = x.view(b, s, q_in, k, -1).expand(b, s, q, k, x.shape[-1])
             support_embeds.append(x)
             # 2. visibility-weighted shot fusion
             embed = visibility_weighted_shot_mean(x, vis[:, :, None, :], floor=0.1).reshape(
