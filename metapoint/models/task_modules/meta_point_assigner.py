@@ -5,6 +5,7 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from metapoint.models.layers.precision import float32_region
 from metapoint.registry import TASK_UTILS
 from metapoint.models.losses.slacked_l1 import layer_slacks
 
@@ -62,6 +63,7 @@ class MetaPointAssigner:
         return cost.mean(1)
 
     @torch.no_grad()
+    @float32_region  # under autocast the costs are computed in float32
     def __call__(self, meta_points: torch.Tensor, meta_visible: torch.Tensor,
                  keypoints: torch.Tensor, weights: torch.Tensor,
                  assign_mask: torch.Tensor = None) -> Tuple[torch.Tensor, torch.Tensor]:
