@@ -25,8 +25,10 @@ def _bilinear_matrix(in_size: int, out_size: int) -> torch.Tensor:
 def resize_matrices(in_hw, out_hw, device=None, dtype=torch.float32):
     """Row and column matrices ``U_y [H, h]``, ``U_x [W, w]`` with
     ``F.interpolate(f, (H, W), mode='bilinear', align_corners=False) == U_y f U_x^T``."""
-    return (_bilinear_matrix(int(in_hw[0]), int(out_hw[0])).to(device, dtype),
-            _bilinear_matrix(int(in_hw[1]), int(out_hw[1])).to(device, dtype))
+    # torch.export traces with fake tensors: a cached one would poison later eager calls
+    build = _bilinear_matrix.__wrapped__ if torch.compiler.is_exporting() else _bilinear_matrix
+    return (build(int(in_hw[0]), int(out_hw[0])).to(device, dtype),
+            build(int(in_hw[1]), int(out_hw[1])).to(device, dtype))
 
 
 def heatmap_pool(feature_map: torch.Tensor, heatmaps: torch.Tensor) -> torch.Tensor:
