@@ -3,6 +3,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from metapoint.apis import inference_episode, init_estimator
 from metapoint.visualization import draw_keypoints, keypoint_colors, tile_images
@@ -50,3 +51,14 @@ def test_draw_keypoints_colours_visible_points_only():
     assert out[30, 30].sum() == 0 and img.sum() == 0  # invisible skipped, input untouched
     canvas = tile_images([img, np.zeros((20, 10, 3), np.uint8)], height=40)
     assert canvas.shape == (40, 60, 3)
+
+
+def test_init_estimator_refuses_a_checkpoint_of_another_model(tmp_path):
+    from tests.helpers import REPO
+    ckpt = tmp_path / 'other.pth'
+    torch.save({'state_dict': {'backbone.conv1.weight': torch.zeros(1),
+                               'head.not_in_model': torch.zeros(2)}}, ckpt)
+    cfg = str(REPO / 'configs/metapoint/'
+              'metapoint_r18_1xb8_synthetic-random-split1_1shot_quickstart.py')
+    with pytest.raises(RuntimeError, match='other.pth does not match the model'):
+        init_estimator(cfg, str(ckpt))

@@ -18,7 +18,8 @@ ImageLike = Union[str, np.ndarray]
 
 def init_estimator(config: Union[str, Config], checkpoint: Optional[str] = None,
                    device: str = 'cpu', cfg_options: Optional[dict] = None) -> torch.nn.Module:
-    """Build the model of ``config`` and load ``checkpoint`` (``weights_only`` loading).
+    """Build the model of ``config`` and load ``checkpoint`` (``weights_only`` loading, strict:
+    a missing or unexpected key raises, naming the checkpoint).
 
     With a checkpoint, the backbone's ``pretrained`` is set to None first (in ``config``): the
     checkpoint replaces those weights, so ImageNet weights are neither read nor downloaded.
@@ -33,7 +34,11 @@ def init_estimator(config: Union[str, Config], checkpoint: Optional[str] = None,
         disable_backbone_pretrained(cfg.model)
     model = MODELS.build(cfg.model)
     if checkpoint is not None:
-        load_checkpoint(model, checkpoint, map_location='cpu')
+        try:  # strict: a checkpoint of another model must not leave random weights behind
+            load_checkpoint(model, checkpoint, map_location='cpu', strict=True)
+        except RuntimeError as e:
+            raise RuntimeError(f'checkpoint {checkpoint} does not match the model of the config '
+                               f'({type(model).__name__}): {e}') from e
     model.cfg = cfg
     return model.to(device).eval()
 
