@@ -4,6 +4,7 @@
 #   install-browser  install the distribution's chromium + chromium-driver (apt; root or sudo):
 #                the browser the web-demo test drives (it skips with a reason without them)
 #   quickstart   generate the bundled synthetic MP-100 (if missing) and run the main job on it
+#                (METAPOINT_VERBOSE=1: mmengine's full console log, environment and config included)
 #   test         run the test suite (without, then with the optional test data; docs/testing.md)
 #   synthetic    (re)generate the synthetic set: random categories [out dir] [extra args]
 #   synthetic-real  render the synthetic set from real MP-100 poses: needs the val/test annotation
@@ -93,21 +94,27 @@ synthetic_real() {
 }
 
 quickstart() {
+  # quiet console (progress, warnings, result tables); METAPOINT_VERBOSE=1 prints the full
+  # mmengine log (environment, config, optimizer lines), which the log files keep anyway
+  local verbose=''
+  case "${METAPOINT_VERBOSE:-0}" in 0|'') ;; *) verbose=--verbose ;; esac
   if [ ! -f "$SYNTH_DIR/annotations/unified_ann_file.json" ]; then
     synthetic "$SYNTH_DIR"
   fi
   # 1) the SupportCopy floor on the unseen split-1 test categories
+  # shellcheck disable=SC2086
   $PY tools/test.py configs/support_copy/supportcopy_synthetic-split1_1shot.py \
-    --work-dir work_dirs/quickstart_supportcopy \
+    --work-dir work_dirs/quickstart_supportcopy $verbose \
     --cfg-options "test_dataloader.dataset.data_root=$SYNTH_DIR"
   # 2) a short MetaPoint training run on CPU, then its evaluation on the same categories
   local cfg=configs/metapoint/metapoint_r18_1xb8_synthetic-random-split1_1shot_quickstart.py
   local opts="train_dataloader.dataset.data_root=$SYNTH_DIR val_dataloader.dataset.data_root=$SYNTH_DIR test_dataloader.dataset.data_root=$SYNTH_DIR"
   # shellcheck disable=SC2086
-  $PY tools/train.py "$cfg" --work-dir work_dirs/quickstart_metapoint --cfg-options $opts
+  $PY tools/train.py "$cfg" --work-dir work_dirs/quickstart_metapoint $verbose \
+    --cfg-options $opts
   # shellcheck disable=SC2086
   $PY tools/test.py "$cfg" work_dirs/quickstart_metapoint/epoch_2.pth \
-    --work-dir work_dirs/quickstart_metapoint/test --cfg-options $opts
+    --work-dir work_dirs/quickstart_metapoint/test $verbose --cfg-options $opts
 }
 
 # test [pytest args]: with args, plain pytest. Without: (1) the whole suite as a clone without

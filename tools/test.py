@@ -9,6 +9,9 @@ weights, so ImageNet weights are neither read nor downloaded.
 ``--show-dir DIR [--show-interval N]`` switches the episode pictures on
 (``CAPEVisualizationHook``: supports | query ground truth | prediction, every N-th episode) and
 writes them to DIR, relative to the work dir or absolute (docs/visualization.md).
+
+The console shows the progress, the warnings and the tables, without mmengine's environment and
+config dumps; ``--verbose`` shows those too. The log file in the work dir always has everything.
 """
 import argparse
 import json
@@ -20,14 +23,14 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.dist import get_rank  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
 
 from metapoint.evaluation import format_pck_table  # noqa: E402
 from metapoint.models.backbones import disable_backbone_pretrained  # noqa: E402
 from metapoint.registry import HOOKS, VISUALIZERS  # noqa: E402
-from metapoint.utils import (check_model_config, register_all_modules,  # noqa: E402
-                             setup_cpu_distributed, teardown_distributed)
+from metapoint.utils import (build_runner, check_model_config,  # noqa: E402
+                             register_all_modules, setup_cpu_distributed, teardown_distributed)
 from metapoint.utils.config_checks import check_init_keys  # noqa: E402
+from metapoint.utils.quiet_logging import METRIC_TABLE, quiet_console  # noqa: E402
 
 VISUALIZATION_HOOK = 'CAPEVisualizationHook'
 
@@ -50,6 +53,9 @@ def parse_args(argv=None):
                         help='override config settings, key=value')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
+    parser.add_argument('--verbose', action='store_true',
+                        help='also print the environment and the config on the console (the log '
+                        'file always has them)')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:  # torchrun sets it; mpirun names it its own way
@@ -110,7 +116,9 @@ def main(argv=None):
     setup_visualization(cfg, args.show_dir, args.show_interval)
     check_model_config(cfg)
     setup_cpu_distributed(cfg, args.launcher)
-    runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg, verbose=args.verbose)
+    if not args.verbose:  # the metric's per-category table: printed below with the summary
+        quiet_console(runner.logger, METRIC_TABLE)
     metrics = runner.test()
     if get_rank() == 0:
         per_category = coverage = None

@@ -5,6 +5,11 @@ on GPUs that support bfloat16, float16 with a dynamic loss scale (mmengine's ``A
 on older GPUs or with ``--amp-dtype float16``. ``--compile`` compiles the model's parts with
 ``torch.compile`` (``model.compile``, docs/benchmarks.md), ``--channels-last`` runs the image
 backbone in the channels-last memory format.
+
+The console shows the progress (iteration and epoch lines, checkpoints, validation results) and
+every warning, without mmengine's environment dump, the config and the per-parameter optimizer
+lines; ``--verbose`` shows those too. The log file in the work dir always has everything
+(docs/engine.md, "Console output").
 """
 import argparse
 import os
@@ -15,11 +20,10 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import torch  # noqa: E402
 from mmengine.config import Config, DictAction  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
 
-from metapoint.utils import (check_model_config, keep_total_batch,  # noqa: E402
-                             launch_world_size, register_all_modules, setup_cpu_distributed,
-                             share_episode_seed, teardown_distributed)
+from metapoint.utils import (build_runner, check_model_config,  # noqa: E402
+                             keep_total_batch, launch_world_size, register_all_modules,
+                             setup_cpu_distributed, share_episode_seed, teardown_distributed)
 
 
 def parse_args(argv=None):
@@ -47,6 +51,9 @@ def parse_args(argv=None):
                         help='override config settings, key=value (e.g. model.x=1)')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
+    parser.add_argument('--verbose', action='store_true',
+                        help='also print the environment, the config and the per-parameter '
+                        'optimizer lines on the console (the log file always has them)')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:  # torchrun sets it; mpirun names it its own way
@@ -117,7 +124,7 @@ def main(argv=None):
     share_episode_seed(cfg)
     check_model_config(cfg)
     setup_cpu_distributed(cfg, args.launcher)
-    runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg, verbose=args.verbose)
     runner.train()
     teardown_distributed()
 
