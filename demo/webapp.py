@@ -480,7 +480,10 @@ class WebDemo:
             visible=[int(v) for v in support.visible],
             bbox=[round(float(v), 2) for v in support.crop_bbox()])
         record['model'] = dict(config=entry.config, checkpoint=entry.checkpoint)
-        support_json = dict(image=name, keypoints=record['support']['keypoints'])
+        # [x, y, v]: a keypoint the loaded JSON marked v = 0 stays ignored when reloaded
+        support_json = dict(image=name, keypoints=[
+            [x, y, v] for (x, y), v in zip(record['support']['keypoints'],
+                                           record['support']['visible'])])
         if support.names:
             support_json['names'] = list(support.names)
         if skeleton:

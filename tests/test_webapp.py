@@ -198,6 +198,8 @@ def test_run_draws_support_beside_queries_and_writes_json(webapp, demo, tmp_path
     assert record['support']['keypoints'] == [[float(x), float(y)] for x, y in clicks]
     assert record['support']['image'] == 'support.png'
     assert record['support']['image_size'] == [160, 120]
+    saved = json.loads(Path(files[2]).read_text())  # reloadable support spec with visibility
+    assert saved['keypoints'] == [[float(x), float(y), 1] for x, y in clicks]
     assert [q['image'] for q in record['queries']] == ['q_wide.png', 'q_tall.jpg']
     assert [q['image_size'] for q in record['queries']] == [[180, 100], [90, 150]]
     preds = [np.array(q['keypoints'], np.float64) for q in record['queries']]
