@@ -212,3 +212,10 @@ def test_cli_reports_a_bad_compile_part(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     err = json.loads(out.read_text())['eval']['variants']['episode+compile']['error']
     assert "compile parts ['neckk']" in err
+
+
+def test_backbone_depth_swap_refuses_a_non_resnet_backbone():
+    cfg = load_config(str(REPO / 'configs/metapoint/backbones/'
+                      'metapoint_dinov2-s14_4xb16_mp100-split1_1shot.py'))
+    with pytest.raises(ValueError, match="this config's backbone is TimmBackbone"):
+        build_model(cfg, backbone_depth=18)

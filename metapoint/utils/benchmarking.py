@@ -111,8 +111,12 @@ def build_model(cfg, backbone_depth: Optional[int] = None, device: str = 'cpu',
     if backbone_depth is not None:
         if backbone_depth not in BACKBONE_DEPTHS:
             raise ValueError(f'backbone depth must be one of {BACKBONE_DEPTHS}')
+        backbone = model_cfg['backbone']
+        if str(backbone.get('type')).split('.')[-1] != 'TorchvisionResNet':
+            raise ValueError(f"backbone depth swaps a ResNet backbone's depth; this config's "
+                             f"backbone is {backbone.get('type')} (leave --backbone-depth out)")
         model_cfg['backbone'] = dict(type='TorchvisionResNet', depth=backbone_depth,
-                                     out_indices=tuple(model_cfg['backbone']['out_indices']))
+                                     out_indices=tuple(backbone['out_indices']))
     torch.manual_seed(seed)
     with _quiet_random_init():
         model = MODELS.build(model_cfg)
