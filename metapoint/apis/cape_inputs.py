@@ -238,6 +238,20 @@ def _parse_names(value: Any, source: str, num_kpts: int) -> Optional[List[str]]:
     return [str(v) for v in value]
 
 
+def _read_json_file(path: Path, what: str) -> Any:
+    """The parsed JSON of ``path``; a missing file, a non-UTF-8 file or bad JSON raise
+    :class:`CapeInputError` naming the file."""
+    source = str(path)
+    if not path.is_file():
+        raise CapeInputError(source, '(file)', f'{what} JSON file not found')
+    try:
+        return json.loads(path.read_text(encoding='utf-8'))
+    except UnicodeDecodeError as e:
+        raise CapeInputError(source, '(file)', f'not a UTF-8 text file: {e}') from e
+    except json.JSONDecodeError as e:
+        raise CapeInputError(source, '(file)', f'not valid JSON: {e}') from e
+
+
 def load_query_bboxes(value: Union[None, PathLike, Sequence[Any], Dict[str, Any]],
                       query_paths: Sequence[str],
                       source: str = '--query-bbox') -> List[Optional[np.ndarray]]:
@@ -257,14 +271,8 @@ def load_query_bboxes(value: Union[None, PathLike, Sequence[Any], Dict[str, Any]
     if value is None:
         return [None] * n
     if isinstance(value, (str, os.PathLike)):
-        path = Path(value)
-        source = str(path)
-        if not path.is_file():
-            raise CapeInputError(source, '(file)', 'query bbox JSON file not found')
-        try:
-            value = json.loads(path.read_text(encoding='utf-8'))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise CapeInputError(source, '(file)', f'not valid JSON: {e}') from e
+        source = str(value)
+        value = _read_json_file(Path(value), 'query bbox')
     if isinstance(value, dict):
         unknown = [k for k in value if k not in query_paths and
                    k not in {osp.basename(q) for q in query_paths}]
@@ -318,14 +326,7 @@ def load_support_spec(spec: Union[PathLike, Dict[str, Any]],
     else:
         path = Path(spec)
         source = str(path)
-        if not path.is_file():
-            raise CapeInputError(source, '(file)', 'support JSON file not found')
-        try:
-            data = json.loads(path.read_text(encoding='utf-8'))
-        except UnicodeDecodeError as e:
-            raise CapeInputError(source, '(file)', f'not a UTF-8 text file: {e}') from e
-        except json.JSONDecodeError as e:
-            raise CapeInputError(source, '(file)', f'not valid JSON: {e}') from e
+        data = _read_json_file(path, 'support')
         folder = Path(base_dir) if base_dir is not None else path.resolve().parent
     if not isinstance(data, dict):
         raise CapeInputError(source, '(top level)', f'expected a JSON object, got '

@@ -358,6 +358,15 @@ def _short_error(e: BaseException) -> str:
     return text[0][:300] if text else type(e).__name__
 
 
+def _timed_call(fn: Callable, device: str) -> float:
+    """Seconds of one ``fn()`` call, between device synchronisations."""
+    _sync(device)
+    t0 = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
 def time_round_robin(variants: Dict[str, Callable], iters: int, warmup: int,
                      device: str = 'cpu', setup: Optional[Dict[str, Callable]] = None,
                      log: Optional[Callable[[str], None]] = None) -> Dict[str, dict]:
@@ -374,11 +383,7 @@ def time_round_robin(variants: Dict[str, Callable], iters: int, warmup: int,
         if name not in variants:
             continue
         try:
-            _sync(device)
-            t0 = time.perf_counter()
-            fn()
-            _sync(device)
-            results[name]['setup_s'] = time.perf_counter() - t0
+            results[name]['setup_s'] = _timed_call(fn, device)
         except Exception as e:  # noqa: BLE001 (reported in the table)
             results[name]['error'] = _short_error(e)
             if log:
@@ -389,11 +394,7 @@ def time_round_robin(variants: Dict[str, Callable], iters: int, warmup: int,
             if res['error'] is not None:
                 continue
             try:
-                _sync(device)
-                t0 = time.perf_counter()
-                fn()
-                _sync(device)
-                sec = time.perf_counter() - t0
+                sec = _timed_call(fn, device)
             except Exception as e:  # noqa: BLE001
                 res['error'] = _short_error(e)
                 if log:
