@@ -66,6 +66,17 @@ def mp100_ann_file(split: int, subset: str) -> Path:
     return require(MP100_ANN_DIR / f'mp100_split{split}_{subset}.json')
 
 
+def tiny_synthetic_set(root: Path, **overrides) -> Path:
+    """The tools' tests' synthetic MP-100-style set in ``root``: 6 random categories x 3
+    instances at 64 px (split 1 trains on categories 1-4 and tests category 5)."""
+    from metapoint.datasets.synthetic import generate_dataset
+    args = dict(source='random', img_size=64, num_categories=6, instances_per_category=3,
+                calib_pairs=10)
+    args.update(overrides)
+    generate_dataset(root, **args)
+    return root
+
+
 # ---------------------------------------------------------------------------- tiny COCO files
 #: the tiny set: category id -> (keypoint names, 0-indexed skeleton, annotation ids)
 TINY_CATEGORIES = {

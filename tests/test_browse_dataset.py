@@ -8,7 +8,7 @@ import pytest
 
 from metapoint.visualization import (EpisodeView, heatmap_overlay, keypoint_colors,
                                      render_episode_inputs)
-from tests.helpers import REPO
+from tests.helpers import REPO, tiny_synthetic_set
 
 FMMP = 'configs/fmmp/fmmp_r18_1xb16_synthetic-real-split1_1shot_cpu.py'
 METAPOINT = 'configs/metapoint/metapoint_r18_1xb8_synthetic-real-split1_1shot_cpu.py'
@@ -30,11 +30,7 @@ browse = _load_tool()
 @pytest.fixture(scope='module')
 def synthetic(tmp_path_factory):
     """6 random categories x 3 instances at 64 px (split 1: train 1-4, test 5)."""
-    from metapoint.datasets.synthetic import generate_dataset
-    root = tmp_path_factory.mktemp('synthetic_browse')
-    generate_dataset(root, source='random', img_size=64, num_categories=6,
-                     instances_per_category=3, calib_pairs=10)
-    return root
+    return tiny_synthetic_set(tmp_path_factory.mktemp('synthetic_browse'))
 
 
 def test_train_phase_shows_augmented_padded_episodes(synthetic, tmp_path, capsys):

@@ -16,7 +16,7 @@ from mmengine.config import Config
 from metapoint.apis import (CapeInputError, check_supports, init_estimator, load_query_bboxes,
                             load_query_image, load_support_spec, predict_cape,
                             predictions_to_json, render_cape_overlay)
-from tests.helpers import REPO
+from tests.helpers import REPO, tiny_synthetic_set
 
 CONFIGS = {
     'metapoint': 'configs/metapoint/metapoint_r18_1xb8_synthetic-random-split1_1shot_quickstart.py',
@@ -67,11 +67,7 @@ def checkpoints(tmp_path_factory):
 def synthetic_set(tmp_path_factory):
     """A tiny synthetic MP-100-style set (6 categories x 3 instances of 64 px; split 1 tests
     one category)."""
-    from metapoint.datasets.synthetic import generate_dataset
-    root = tmp_path_factory.mktemp('syn') / 'set'
-    generate_dataset(root, source='random', img_size=64, seed=0, num_categories=6,
-                     instances_per_category=3, workers=1, calib_pairs=10)
-    return root
+    return tiny_synthetic_set(tmp_path_factory.mktemp('syn') / 'set', workers=1)
 
 
 @pytest.fixture(scope='module')

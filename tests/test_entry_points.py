@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from metapoint.utils import allow_mmengine_checkpoint_globals
-from tests.helpers import REPO, free_port
+from tests.helpers import REPO, free_port, tiny_synthetic_set
 
 THIS = 'tests/test_entry_points.py'
 #: every script under tools/ and demo/ -> the tests that run it: a test file, or
@@ -137,11 +137,7 @@ def test_the_table_check_finds_what_is_missing():
 @pytest.fixture(scope='module')
 def tiny_set(tmp_path_factory):
     """6 random categories x 3 instances at 64 px: split 1 trains on 4, tests category 5."""
-    from metapoint.datasets.synthetic import generate_dataset
-    root = tmp_path_factory.mktemp('entry_set')
-    generate_dataset(root, source='random', img_size=64, num_categories=6,
-                     instances_per_category=3, calib_pairs=10)
-    return root
+    return tiny_synthetic_set(tmp_path_factory.mktemp('entry_set'))
 
 
 def _model_opts(root, episodes=1):

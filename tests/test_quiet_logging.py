@@ -21,7 +21,7 @@ from mmengine.logging import MMLogger
 
 from metapoint.utils import (ConsoleNoiseFilter, allow_mmengine_checkpoint_globals,
                              is_console_noise, quiet_console)
-from tests.helpers import REPO
+from tests.helpers import REPO, tiny_synthetic_set
 
 TINY_CFG = 'tests/fixtures/tiny_mini.py'
 #: the dumps and tables kept off the quiet console, as they start in the log
@@ -119,11 +119,7 @@ def test_filter_on_the_console_handler_only(tmp_path):
 @pytest.fixture(scope='module')
 def tiny_set(tmp_path_factory):
     """6 random categories x 3 instances at 64 px (split 1: 4 train categories, 1 test)."""
-    from metapoint.datasets.synthetic import generate_dataset
-    root = tmp_path_factory.mktemp('quiet_set')
-    generate_dataset(root, source='random', img_size=64, num_categories=6,
-                     instances_per_category=3, calib_pairs=10)
-    return root
+    return tiny_synthetic_set(tmp_path_factory.mktemp('quiet_set'))
 
 
 def _data_opts(root):

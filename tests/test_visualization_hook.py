@@ -16,7 +16,7 @@ from metapoint.engine import CAPEVisualizationHook
 from metapoint.registry import DATASETS, MODELS
 from metapoint.utils import UnknownConfigKeyError, image_to_crop, register_all_modules
 from metapoint.visualization import CAPEVisualizer, keypoint_colors
-from tests.helpers import REPO
+from tests.helpers import REPO, tiny_synthetic_set
 
 CONFIGS = {
     'metapoint': 'configs/metapoint/metapoint_r18_1xb8_synthetic-real-split1_1shot_cpu.py',
@@ -44,11 +44,7 @@ test_tool = _load_tool('tools_test', 'tools/test.py')
 @pytest.fixture(scope='module')
 def synthetic(tmp_path_factory):
     """6 random categories x 3 instances at 64 px: split 1 tests category 5 (18 keypoints)."""
-    from metapoint.datasets.synthetic import generate_dataset
-    root = tmp_path_factory.mktemp('synthetic_vis')
-    generate_dataset(root, source='random', img_size=64, num_categories=6,
-                     instances_per_category=3, calib_pairs=10)
-    return root
+    return tiny_synthetic_set(tmp_path_factory.mktemp('synthetic_vis'))
 
 
 def _data(root, episodes, queries=2):
