@@ -507,13 +507,6 @@ def predictions_to_json(predictions: Sequence[np.ndarray], supports: Sequence[Su
 
 
 # ---------------------------------------------------------------------------------- drawing
-def _resized(img: np.ndarray, height: int):
-    scale = height / img.shape[0]
-    size = (max(1, int(round(img.shape[1] * scale))), int(height))
-    return cv2.resize(img, size, interpolation=cv2.INTER_AREA if scale < 1 else
-                      cv2.INTER_LINEAR), scale
-
-
 def render_cape_overlay(supports: Sequence[SupportSpec], query_image: np.ndarray,
                         prediction: np.ndarray, query_bbox: Optional[Sequence[float]] = None,
                         height: int = 384, query_caption: str = 'query') -> np.ndarray:
@@ -525,7 +518,7 @@ def render_cape_overlay(supports: Sequence[SupportSpec], query_image: np.ndarray
     Returns:
         BGR uint8 ``[height, W_total, 3]``.
     """
-    from metapoint.visualization import draw_keypoints, tile_images
+    from metapoint.visualization import draw_keypoints, resize_to_height, tile_images
     skeleton = episode_skeleton(supports)
     radius = max(3, height // 90)
     thickness = max(1, height // 200)
@@ -537,11 +530,11 @@ def render_cape_overlay(supports: Sequence[SupportSpec], query_image: np.ndarray
         y1 = int(max(0, np.floor(y - 0.25 * h)))
         x2 = int(min(img_w, np.ceil(x + 1.25 * w)))
         y2 = int(min(img_h, np.ceil(y + 1.25 * h)))
-        crop, scale = _resized(s.image[y1:y2, x1:x2], height)
+        crop, scale = resize_to_height(s.image[y1:y2, x1:x2], height)
         pts = (s.keypoints - np.array([x1, y1], np.float32)) * scale
         tiles.append(draw_keypoints(crop, pts, s.visible, skeleton, radius, thickness))
         captions.append(f'support {i}')
-    img, scale = _resized(query_image, height)
+    img, scale = resize_to_height(query_image, height)
     if query_bbox is not None:
         x, y, w, h = (float(v) * scale for v in query_bbox)
         cv2.rectangle(img, (int(round(x)), int(round(y))), (int(round(x + w)), int(round(y + h))),

@@ -9,10 +9,11 @@
 from .cape_visualizer import CAPEVisualizer, publish_image
 from .episode_drawing import (EpisodeView, episode_view, heatmap_overlay, padded_slots_in_use,
                               render_episode_inputs, render_prediction)
-from .keypoint_drawing import crop_box, draw_keypoints, keypoint_colors, tile_images
+from .keypoint_drawing import (crop_box, draw_keypoints, keypoint_colors, resize_to_height,
+                               tile_images)
 
 __all__ = [
     'CAPEVisualizer', 'publish_image', 'EpisodeView', 'episode_view', 'heatmap_overlay',
     'padded_slots_in_use', 'render_episode_inputs', 'render_prediction', 'crop_box',
-    'draw_keypoints', 'keypoint_colors', 'tile_images'
+    'draw_keypoints', 'keypoint_colors', 'resize_to_height', 'tile_images'
 ]

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from metapoint.utils.geometry import image_to_crop
-from .keypoint_drawing import draw_keypoints, keypoint_colors
+from .keypoint_drawing import draw_keypoints, keypoint_colors, resize_to_height
 
 #: PCK threshold of the per-query score printed on prediction panels (MP-100 protocol)
 PANEL_PCK_THRESHOLD = 0.2
@@ -165,13 +165,6 @@ def episode_view(batch, index: int = 0, prediction: Optional[dict] = None,
 
 
 # ------------------------------------------------------------------------------ panels
-def _scaled(img: np.ndarray, height: int) -> Tuple[np.ndarray, float]:
-    scale = height / img.shape[0]
-    size = (max(1, int(round(img.shape[1] * scale))), int(height))
-    interp = cv2.INTER_LINEAR if scale >= 1 else cv2.INTER_AREA
-    return cv2.resize(img, size, interpolation=interp), scale
-
-
 def _caption(panel: np.ndarray, text: str, height: int = _CAPTION_H) -> np.ndarray:
     """``panel`` with a black strip above it holding ``text`` (white)."""
     strip = np.zeros((height, panel.shape[1], 3), np.uint8)
@@ -180,7 +173,7 @@ def _caption(panel: np.ndarray, text: str, height: int = _CAPTION_H) -> np.ndarr
 
 
 def _keypoint_panel(img, kpts, show, skeleton, height, radius, thickness) -> np.ndarray:
-    panel, scale = _scaled(img, height)
+    panel, scale = resize_to_height(img, height)
     return draw_keypoints(panel, kpts * scale, show, skeleton.tolist(), radius=radius,
                           thickness=thickness)
 
@@ -312,7 +305,7 @@ def render_episode_inputs(view: EpisodeView, panel_size: int = 256, show_heatmap
                  pad_q[q], view.query_heatmaps) for q in range(view.num_queries)]
     top, bottom = [], []
     for role, i, img, kpts, vis, pad, maps in entries:
-        panel, scale = _scaled(img, panel_size)
+        panel, scale = resize_to_height(img, panel_size)
         panel = _padded_rings(panel, kpts[n:], pad, scale, radius)
         panel = draw_keypoints(panel, kpts[:n] * scale, vis[:n], view.skeleton.tolist(),
                                radius=radius, thickness=thickness)
@@ -321,7 +314,7 @@ def render_episode_inputs(view: EpisodeView, panel_size: int = 256, show_heatmap
             text += f', {int(pad.sum())} pad'
         top.append(_caption(panel, text))
         if show_heatmaps and maps is not None:
-            overlay = heatmap_overlay(_scaled(img, panel_size)[0], maps[i][:n])
+            overlay = heatmap_overlay(resize_to_height(img, panel_size)[0], maps[i][:n])
             bottom.append(_caption(overlay, f'{role} {i} target heatmaps'))
     rows = [top] + ([bottom] if bottom else [])
     head = title or episode_title(view)

@@ -68,3 +68,12 @@ def crop_box(keypoints: np.ndarray, visible: np.ndarray, shape: Tuple[int, int],
     x2 = int(min(shape[1], np.ceil(hi[0] + pad)))
     y2 = int(min(shape[0], np.ceil(hi[1] + pad)))
     return int(x1), int(y1), x2, y2
+
+
+def resize_to_height(img: np.ndarray, height: int) -> Tuple[np.ndarray, float]:
+    """``img`` resized to ``height`` pixels (aspect kept; area interpolation when shrinking) and
+    the scale factor applied to pixel coordinates."""
+    scale = height / img.shape[0]
+    size = (max(1, int(round(img.shape[1] * scale))), int(height))
+    interp = cv2.INTER_LINEAR if scale >= 1 else cv2.INTER_AREA
+    return cv2.resize(img, size, interpolation=interp), scale
